@@ -1,0 +1,108 @@
+"""Typed, frozen configuration of a diversity audit's probe and estimator.
+
+A `ProbeConfig` names everything that changes an embedding: the probe network, its
+initialisation, the tokenizer, the batch geometry, the fine-tune schedule and the Fisher
+estimator. Its `fingerprint()` is therefore part of every cache key: two audits with equal
+fingerprints on equal data produce equal numbers, and any change to a number-changing field
+gives a new key (nothing stale is ever reused).
+
+Defaults follow the paper's experiment driver (10 fine-tune epochs, AdamW lr 5e-5, eps 1e-8,
+weight decay 1e-4, loader batches of 8, sequences of 128 tokens) except where the field says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FisherEstimator = Literal["mc", "mc_head_exact"]
+ProbeInit = Literal["pretrained", "random"]
+Device = str  # "cpu", "cuda", "cuda:1", "auto"
+
+FISHER_ESTIMATORS: tuple[str, ...] = ("mc", "mc_head_exact")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """What produces a Task2Vec embedding. Every field except `name`, `description` and
+    `device` enters the fingerprint (device cannot change the value beyond float noise, and a
+    GPU re-run may reuse a CPU cache entry)."""
+
+    name: str = "default"
+    # Hugging Face hub id or local folder of a causal LM (safetensors weights only).
+    model: str = "gpt2"
+    # "pretrained" loads the weights; "random" builds the architecture from its config with `seed`.
+    init: ProbeInit = "pretrained"
+    # "gpt2" = GPT-2 byte-level BPE built offline; otherwise a hub id or local tokenizer folder.
+    tokenizer: str = "gpt2"
+    seq_len: int = 128  # tokens per sequence (truncate / right-pad with the pad id)
+    batch_size: int = 512  # sequences per Task2Vec batch (paper: 512)
+    n_batches: int = 200  # batches per dataset (paper: 200)
+    epochs: int = 10  # fine-tune epochs over the batch; 0 = the paper's "no fine-tune" ablation
+    lr: float = 5e-5
+    adam_eps: float = 1e-8
+    weight_decay: float = 1e-4
+    loader_batch_size: int = 8  # sequences per optimisation / Fisher step
+    # "mc": one target per position sampled from the model's softmax (the paper's estimator);
+    # "mc_head_exact": same expectation, with the output layer's term in closed form.
+    fisher: FisherEstimator = "mc"
+    fisher_samples: int = 1  # Monte Carlo targets per position, averaged (same expectation)
+    # Reproduce the official code's quirks exactly (off-by-one target, pads scored, eos ignored).
+    reference_compat: bool = False
+    seed: int = 0  # seeds batch sampling, random init, dropout and Monte Carlo draws
+    noise_repeats: int = 2  # embeddings of one batch used to measure the noise floor (0 = skip)
+    device: Device = "cpu"
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded, part of the fingerprint
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("seq_len", "batch_size", "n_batches", "loader_batch_size", "fisher_samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                problems.append(f"{name} must be a positive integer, got {value!r}")
+        for name in ("epochs", "noise_repeats", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                problems.append(f"{name} must be a non-negative integer, got {value!r}")
+        if self.noise_repeats == 1:
+            problems.append("noise_repeats must be 0 (skip) or at least 2")
+        if self.init not in ("pretrained", "random"):
+            problems.append(f"init must be 'pretrained' or 'random', got {self.init!r}")
+        if self.fisher not in FISHER_ESTIMATORS:
+            problems.append(f"fisher must be one of {FISHER_ESTIMATORS}, got {self.fisher!r}")
+        if self.reference_compat and self.fisher != "mc":
+            problems.append("reference_compat reproduces the official Monte Carlo estimator: use fisher='mc'")
+        for name in ("lr", "adam_eps", "weight_decay"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                problems.append(f"{name} must be a non-negative number, got {value!r}")
+        if not self.model:
+            problems.append("model must name a hub id or a local folder")
+        if problems:
+            raise ValueError(f"invalid probe config {self.name!r}: " + "; ".join(problems))
+
+    def numeric_fields(self) -> dict[str, Any]:
+        """The fields that can change an embedding (the fingerprint's content)."""
+        data = dataclasses.asdict(self)
+        for key in ("name", "description", "device", "n_batches", "noise_repeats"):
+            data.pop(key)
+        return data
+
+    def fingerprint(self) -> str:
+        """Stable 16-hex digest of `numeric_fields()`: the probe part of every cache key.
+
+        `n_batches` and `noise_repeats` are excluded: raising them adds batches without
+        invalidating the ones already computed.
+        """
+        payload = json.dumps(self.numeric_fields(), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> "ProbeConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

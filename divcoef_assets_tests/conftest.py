@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny seeded GPT-2-architecture probes saved to temporary folders."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def save_tiny_gpt2(folder, *, vocab_size=50257, n_layer=2, n_embd=16, n_head=2, n_positions=32, seed=0, dropout=0.1):
+    """A randomly initialised GPT-2 saved with save_pretrained (safetensors)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=vocab_size, n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_positions=n_positions,
+        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+        bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1,
+    )
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory):
+    """2 layers, n_embd 16, 32 positions, GPT-2's vocabulary (so the GPT-2 tokenizer fits)."""
+    return save_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))

@@ -1,0 +1,173 @@
+"""Tests of the Task2Vec engine on tiny seeded GPT-2 probes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from divcoef_assets.core.config import ProbeConfig
+from divcoef_assets.core.probe import load_probe
+from divcoef_assets.core.task2vec import FisherNotFiniteError, embed_batch, filterwise, finetune_head
+from divcoef_assets.core.tokenize import TokenBatch
+from divcoef_assets_tests.conftest import save_tiny_gpt2
+from divcoef_assets_tests.core.straightforward import straightforward_embedding
+
+
+def _batch(n, T, vocab, eos, seed=0, min_len=3):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab - 1, size=(n, T))
+    lens = rng.integers(min_len, T + 1, size=n)
+    mask = (np.arange(T)[None, :] < lens[:, None]).astype(np.int64)
+    ids = np.where(mask == 1, ids, eos).astype(np.int64)
+    return TokenBatch(input_ids=ids, attention_mask=mask)
+
+
+def _config(folder, **kw):
+    base = dict(name="tiny", model=str(folder), init="pretrained", seq_len=32, batch_size=16, n_batches=2, epochs=1)
+    base.update(kw)
+    return ProbeConfig(**base)
+
+
+def test_layout_matches_hand_count(tiny_gpt2_dir):
+    probe = load_probe(_config(tiny_gpt2_dir))
+    emb = embed_batch(probe, _batch(16, 32, 50257, 50256), _config(tiny_gpt2_dir), seed=0)
+    V, P, d, L = 50257, 32, 16, 2
+    # wte (V rows) + wpe (P) + per layer ln_1, c_attn, c_proj, ln_2, c_fc (d each) and mlp.c_proj (4d)
+    # -- HF Conv1D weights are [in, out], so rows are input features -- + ln_f (d)
+    assert emb.vector.shape == (V + P + L * 9 * d + d,)
+    modules = [e.module for e in emb.layout]
+    assert modules[0] == "transformer.wte" and "lm_head" not in modules
+    assert emb.block("transformer.h.1.mlp.c_proj").shape == (4 * d,)
+    assert emb.layout[-1].stop == emb.vector.size
+    assert (emb.vector >= 0).all() and np.isfinite(emb.vector).all()
+
+
+def test_paper_shape_probe_has_51601_entries():
+    config = ProbeConfig(
+        name="r", model="arch:gpt2", init="random", epochs=0, batch_size=8,
+        extra={"config": {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 128, "vocab_size": 50257}},
+    )
+    probe = load_probe(config)
+    fisher = {n: torch.ones_like(p) for n, p in probe.model.named_parameters()}
+    vector, _ = filterwise(probe, fisher)
+    assert vector.shape == (51601,)
+
+
+def test_finetune_changes_only_the_tied_head(tiny_gpt2_dir):
+    config = _config(tiny_gpt2_dir, epochs=2)
+    probe = load_probe(config)
+    before = {n: p.detach().clone() for n, p in probe.model.named_parameters()}
+    batch = _batch(16, 32, 50257, 50256)
+    ids, mask = torch.as_tensor(batch.input_ids), torch.as_tensor(batch.attention_mask)
+    first, last = finetune_head(probe, ids, mask, config)
+    assert np.isfinite(first) and np.isfinite(last)
+    changed = {n for n, p in probe.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {"transformer.wte.weight"}
+    probe.reset()
+    assert all(torch.equal(p, before[n]) for n, p in probe.model.named_parameters())
+
+
+def test_embedding_is_bit_stable_and_seed_dependent(tiny_gpt2_dir):
+    config = _config(tiny_gpt2_dir)
+    probe = load_probe(config)
+    batch = _batch(16, 32, 50257, 50256)
+    a = embed_batch(probe, batch, config, seed=7)
+    b = embed_batch(load_probe(config), batch, config, seed=7)
+    c = embed_batch(probe, batch, config, seed=8)
+    assert np.array_equal(a.vector, b.vector)
+    assert not np.array_equal(a.vector, c.vector)
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_engine_equals_straightforward_implementation(tiny_gpt2_dir, compat):
+    config = _config(tiny_gpt2_dir, epochs=2, reference_compat=compat)
+    probe = load_probe(config)
+    batch = _batch(12, 32, 50257, 50256, seed=3)
+    ours = embed_batch(probe, batch, config, seed=5).vector
+    ref = straightforward_embedding(
+        probe.model, probe.head, 50256, batch.input_ids, batch.attention_mask, epochs=2, seed=5, reference_compat=compat
+    )
+    np.testing.assert_allclose(ours, ref, rtol=2e-4, atol=1e-12)
+
+
+def test_compat_and_default_differ(tiny_gpt2_dir):
+    batch = _batch(12, 32, 50257, 50256, seed=3)
+    a = embed_batch(load_probe(_config(tiny_gpt2_dir)), batch, _config(tiny_gpt2_dir), seed=5)
+    cfg = _config(tiny_gpt2_dir, reference_compat=True)
+    b = embed_batch(load_probe(cfg), batch, cfg, seed=5)
+    assert not np.allclose(a.vector, b.vector)
+
+
+def _exact_fisher(probe, ids, mask, loader):
+    """E[(dL/dw)^2] per loader batch = (1/N^2) sum_t sum_y p_t(y) (d log p_t(y)/dw)^2, averaged.
+
+    Computed with one backward pass per (position, class): only possible for a tiny vocabulary.
+    """
+    model = probe.model
+    params = dict(model.named_parameters())
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    batches = 0
+    for i in range(0, ids.shape[0], loader):
+        x, m = ids[i : i + loader], mask[i : i + loader]
+        logits = model(input_ids=x, attention_mask=m).logits[m.bool()]  # [N, V]
+        n, V = logits.shape
+        logp = torch.log_softmax(logits, -1)
+        p = logp.exp().detach()
+        for t in range(n):
+            for y in range(V):
+                grads = torch.autograd.grad(-logp[t, y] / n, list(params.values()), retain_graph=True)
+                for (name, _), g in zip(params.items(), grads):
+                    total[name] += p[t, y] * g * g
+        batches += 1
+    return {n: v / batches for n, v in total.items()}
+
+
+def test_fisher_estimators_converge_to_the_exact_expectation(tmp_path):
+    V = 13
+    folder = save_tiny_gpt2(tmp_path / "m", vocab_size=V, n_embd=8, n_positions=8, dropout=0.0, seed=1)
+    base = dict(name="x", model=str(folder), seq_len=8, batch_size=4, epochs=0, loader_batch_size=2)
+    batch = _batch(4, 8, V, V - 1, seed=2, min_len=4)
+    probe = load_probe(ProbeConfig(**base, fisher="mc"))
+    ids, mask = torch.as_tensor(batch.input_ids), torch.as_tensor(batch.attention_mask)
+    exact = filterwise(probe, _exact_fisher(probe, ids, mask, 2))[0]
+
+    mc = embed_batch(probe, batch, ProbeConfig(**base, fisher="mc", fisher_samples=3000), seed=0).vector
+    rb = embed_batch(probe, batch, ProbeConfig(**base, fisher="mc_head_exact", fisher_samples=300), seed=0).vector
+    rel = lambda v: np.abs(v - exact).sum() / exact.sum()
+    assert rel(mc) < 0.08, rel(mc)
+    assert rel(rb) < 0.08, rel(rb)
+
+    # one-sample noise: the closed-form head estimator is far less noisy than plain Monte Carlo
+    def spread(fisher):
+        cfg = ProbeConfig(**base, fisher=fisher)
+        runs = np.stack([embed_batch(probe, batch, cfg, seed=s).vector for s in range(30)])
+        return (np.abs(runs - exact).sum(1) / exact.sum()).mean()
+
+    assert spread("mc_head_exact") < 0.7 * spread("mc")
+
+
+def test_head_exact_rows_absent_from_input_have_no_monte_carlo_noise(tiny_gpt2_dir):
+    config = _config(tiny_gpt2_dir, epochs=0, fisher="mc_head_exact")
+    probe = load_probe(config.replace(device="cpu"))
+    nodrop = probe.model
+    for module in nodrop.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    batch = _batch(8, 32, 50257, 50256)
+    a = embed_batch(probe, batch, config, seed=1).block("transformer.wte")
+    b = embed_batch(probe, batch, config, seed=2).block("transformer.wte")
+    present = np.zeros(50257, dtype=bool)
+    present[np.unique(batch.input_ids)] = True
+    np.testing.assert_allclose(a[~present], b[~present], rtol=1e-5)
+    assert not np.allclose(a[present], b[present], rtol=1e-5)
+
+
+def test_poisoned_weight_is_detected(tiny_gpt2_dir):
+    config = _config(tiny_gpt2_dir, epochs=0)
+    probe = load_probe(config)
+    with torch.no_grad():
+        probe.model.transformer.h[0].mlp.c_fc.weight[0, 0] = float("nan")
+    probe._initial = {n: t.detach().clone() for n, t in probe.model.state_dict().items()}
+    with pytest.raises(FisherNotFiniteError, match="transformer"):
+        embed_batch(probe, _batch(8, 32, 50257, 50256), config, seed=0)
