@@ -1,0 +1,1 @@
+"""Task2Vec diversity coefficient of text corpora as Dagster assets."""

@@ -1,0 +1,1 @@
+"""The science: pure modules with no Dagster imports."""

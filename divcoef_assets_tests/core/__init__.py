@@ -1,0 +1,1 @@
+"""Tests for divcoef_assets.core."""
