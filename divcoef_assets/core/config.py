@@ -54,6 +54,8 @@ class ProbeConfig:
     reference_compat: bool = False
     seed: int = 0  # seeds batch sampling, random init, dropout and Monte Carlo draws
     noise_repeats: int = 2  # embeddings of one batch used to measure the noise floor (0 = skip)
+    noise_batches: int = 2  # batches whose repeats measure the noise floor
+    distance: str = "task2vec_cosine"  # see core.distance.DISTANCES
     device: Device = "cpu"
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # recorded, part of the fingerprint
@@ -64,7 +66,7 @@ class ProbeConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 problems.append(f"{name} must be a positive integer, got {value!r}")
-        for name in ("epochs", "noise_repeats", "seed"):
+        for name in ("epochs", "noise_repeats", "noise_batches", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 problems.append(f"{name} must be a non-negative integer, got {value!r}")
@@ -88,15 +90,16 @@ class ProbeConfig:
     def numeric_fields(self) -> dict[str, Any]:
         """The fields that can change an embedding (the fingerprint's content)."""
         data = dataclasses.asdict(self)
-        for key in ("name", "description", "device", "n_batches", "noise_repeats"):
+        for key in ("name", "description", "device", "n_batches", "noise_repeats", "noise_batches", "distance"):
             data.pop(key)
         return data
 
     def fingerprint(self) -> str:
         """Stable 16-hex digest of `numeric_fields()`: the probe part of every cache key.
 
-        `n_batches` and `noise_repeats` are excluded: raising them adds batches without
-        invalidating the ones already computed.
+        `n_batches`, `noise_repeats`, `noise_batches` and `distance` are excluded: they decide
+        which embeddings are used and how they are compared, not what any one embedding is, so
+        raising them reuses every embedding already computed.
         """
         payload = json.dumps(self.numeric_fields(), sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,0 +1,208 @@
+"""One diversity audit: batches -> cached embeddings -> distances -> coefficient + noise floor.
+
+This is the orchestration shared by the Python API, the command line and the Dagster assets.
+It never computes an embedding twice: each (probe, data, batch, repeat) is looked up in the
+`EmbeddingCache` first and stored as soon as it is computed, and the probe network is only
+loaded when something is missing. Progress (batch i of n, seconds per batch, ETA) goes to the
+log and to an optional callback.
+
+Seeds: batch i of a dataset is drawn with rng(seed, i) (see `core.sampling`), and its
+embedding uses `embedding_seed(seed, i, repeat)` for dropout and Monte Carlo draws; repeat 0
+is the batch's embedding, repeats 1.. are the extra embeddings of the same batch that measure
+the noise floor (the distance between two estimates of the *same* batch's embedding).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from divcoef_assets.core.cache import BatchEmbedding, EmbeddingCache
+from divcoef_assets.core.coefficient import (
+    CoefficientEstimate,
+    NoiseFloor,
+    cross_diversity_from_matrix,
+    diversity_from_matrix,
+    noise_floor,
+)
+from divcoef_assets.core.config import ProbeConfig
+from divcoef_assets.core.distance import cdist, pdist
+from divcoef_assets.core.probe import Probe
+from divcoef_assets.core.task2vec import embed_batch
+from divcoef_assets.core.tokenize import TokenBatch
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int, float], None]  # (done, total, seconds of the last embedding)
+
+
+def embedding_seed(seed: int, batch_index: int, repeat: int) -> int:
+    """Seed of one embedding's dropout and Monte Carlo draws (63-bit, machine independent)."""
+    state = np.random.SeedSequence([seed, batch_index, repeat, 0x7A5C]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class EmbeddingJob:
+    batch_index: int
+    repeat: int
+
+
+def plan_jobs(config: ProbeConfig, n_batches: int | None = None) -> list[EmbeddingJob]:
+    """Every embedding an audit needs: one per batch, plus the noise-floor repeats."""
+    n = config.n_batches if n_batches is None else n_batches
+    jobs = [EmbeddingJob(i, 0) for i in range(n)]
+    if config.noise_repeats >= 2:
+        for i in range(min(config.noise_batches, n)):
+            jobs += [EmbeddingJob(i, r) for r in range(1, config.noise_repeats)]
+    return jobs
+
+
+def compute_embeddings(
+    config: ProbeConfig,
+    jobs: Sequence[EmbeddingJob],
+    batch_for: Callable[[int], TokenBatch],
+    probe_loader: Callable[[], Probe],
+    *,
+    data_fingerprint: str,
+    cache: EmbeddingCache,
+    progress: ProgressCallback | None = None,
+    label: str = "",
+) -> list[BatchEmbedding]:
+    """Embeddings for `jobs`, from the cache where possible; new ones are cached at once."""
+    probe_fp = config.fingerprint()
+    rows: list[BatchEmbedding | None] = [cache.get(probe_fp, data_fingerprint, j.batch_index, j.repeat) for j in jobs]
+    missing = [k for k, row in enumerate(rows) if row is None]
+    log.info(
+        "%s%d embeddings needed, %d cached, %d to compute (probe %s, data %s)",
+        f"{label}: " if label else "", len(jobs), len(jobs) - len(missing), len(missing), config.name, data_fingerprint,
+    )
+    probe: Probe | None = None
+    started = time.perf_counter()
+    for done, k in enumerate(missing, start=1):
+        job = jobs[k]
+        if probe is None:
+            probe = probe_loader()
+        seed = embedding_seed(config.seed, job.batch_index, job.repeat)
+        t0 = time.perf_counter()
+        emb = embed_batch(probe, batch_for(job.batch_index), config, seed=seed)
+        row = BatchEmbedding(
+            batch_index=job.batch_index,
+            repeat=job.repeat,
+            seed=seed,
+            vector=emb.vector,
+            finetune_loss_first=emb.finetune_loss_first,
+            finetune_loss_last=emb.finetune_loss_last,
+            fisher_loss=emb.fisher_loss,
+            seconds_finetune=emb.seconds_finetune,
+            seconds_fisher=emb.seconds_fisher,
+            n_scored_tokens=emb.n_scored_tokens,
+            layout=json.dumps([[e.module, e.start, e.stop] for e in emb.layout]),
+        )
+        cache.put(probe_fp, data_fingerprint, row)
+        rows[k] = row
+        seconds = time.perf_counter() - t0
+        elapsed = time.perf_counter() - started
+        eta = elapsed / done * (len(missing) - done)
+        log.info(
+            "%sembedding %d/%d (batch %d, repeat %d) in %.1fs (fine-tune %.1fs, Fisher %.1fs); ETA %.0fs",
+            f"{label}: " if label else "", done, len(missing), job.batch_index, job.repeat, seconds,
+            emb.seconds_finetune, emb.seconds_fisher, eta,
+        )
+        if progress is not None:
+            progress(done, len(missing), seconds)
+    return [row for row in rows if row is not None]
+
+
+@dataclass(frozen=True)
+class DiversityResult:
+    """A dataset's diversity coefficient with its uncertainty, noise floor and provenance."""
+
+    estimate: CoefficientEstimate
+    noise: NoiseFloor | None
+    distance: str
+    probe: ProbeConfig
+    matrix: np.ndarray = field(repr=False)  # [n_batches, n_batches]
+    embeddings: tuple[BatchEmbedding, ...] = field(repr=False)
+    data_fingerprint: str = ""
+
+    @property
+    def value(self) -> float:
+        return self.estimate.value
+
+    @property
+    def noise_corrected(self) -> float | None:
+        """Coefficient minus noise floor: the part of the distance due to the data."""
+        return None if self.noise is None else self.estimate.value - self.noise.value
+
+    @property
+    def n_computed(self) -> int:
+        return sum(not row.cached for row in self.embeddings)
+
+    def to_dict(self) -> dict:
+        return {
+            **self.estimate.to_dict(),
+            "noise_floor": None if self.noise is None else self.noise.value,
+            "noise_floor_stderr": None if self.noise is None else self.noise.stderr,
+            "noise_corrected": self.noise_corrected,
+            "distance": self.distance,
+            "probe": self.probe.name,
+            "probe_fingerprint": self.probe.fingerprint(),
+            "data_fingerprint": self.data_fingerprint,
+            "seed": self.probe.seed,
+        }
+
+
+def main_vectors(rows: Sequence[BatchEmbedding]) -> np.ndarray:
+    """[n_batches, d] matrix of the repeat-0 embeddings, ordered by batch index."""
+    main = sorted((r for r in rows if r.repeat == 0), key=lambda r: r.batch_index)
+    return np.stack([r.vector for r in main])
+
+
+def noise_from_rows(rows: Sequence[BatchEmbedding], distance: str) -> NoiseFloor | None:
+    """Mean distance between embeddings of the same batch (different Monte Carlo seeds)."""
+    by_batch: dict[int, list[BatchEmbedding]] = {}
+    for row in rows:
+        by_batch.setdefault(row.batch_index, []).append(row)
+    per_batch = []
+    for group in by_batch.values():
+        if len(group) < 2:
+            continue
+        d = pdist(np.stack([r.vector for r in sorted(group, key=lambda r: r.repeat)]), metric=distance)
+        per_batch.append(float(d[np.triu_indices(len(group), k=1)].mean()))
+    return noise_floor(per_batch) if per_batch else None
+
+
+def summarize(config: ProbeConfig, rows: Sequence[BatchEmbedding], data_fingerprint: str) -> DiversityResult:
+    matrix = pdist(main_vectors(rows), metric=config.distance)
+    return DiversityResult(
+        estimate=diversity_from_matrix(matrix),
+        noise=noise_from_rows(rows, config.distance),
+        distance=config.distance,
+        probe=config,
+        matrix=matrix,
+        embeddings=tuple(rows),
+        data_fingerprint=data_fingerprint,
+    )
+
+
+@dataclass(frozen=True)
+class CrossResult:
+    estimate: CoefficientEstimate
+    distance: str
+    probe: ProbeConfig
+    matrix: np.ndarray = field(repr=False)  # [n_a, n_b]
+
+    @property
+    def value(self) -> float:
+        return self.estimate.value
+
+
+def cross_summarize(config: ProbeConfig, rows_a: Sequence[BatchEmbedding], rows_b: Sequence[BatchEmbedding]) -> CrossResult:
+    matrix = cdist(main_vectors(rows_a), main_vectors(rows_b), metric=config.distance)
+    return CrossResult(estimate=cross_diversity_from_matrix(matrix), distance=config.distance, probe=config, matrix=matrix)
