@@ -1,0 +1,696 @@
+"""Dataset sources: typed specs and streaming text readers.
+
+A registered dataset names where its documents come from. Five kinds of source exist:
+
+- `files`: JSONL, Parquet, CSV or plain-text files (one path or a glob);
+- `huggingface`: a Hugging Face dataset, from the hub or from a folder written by
+  `Dataset.save_to_disk` (the project machines are offline, so the folder is the usual case);
+- `duckdb`: one SELECT against a DuckDB database, opened read-only;
+- `synthetic`: the paper's conceptual lower/upper bounds and GINC-style corpora, generated as
+  token ids elsewhere (`core/synthetic.py`); they have no text;
+- `mixture`: weighted components that are themselves registered text datasets.
+
+Every reader streams: it holds one line, row group, CSV row or record batch at a time, so corpora
+larger than memory and single enormous documents pass through (the tokenizer truncates later).
+Bad input stops the read with an error that names the file and line (or row) and says what to
+fix, because a silently skipped record would change the coefficient without anyone noticing.
+Readers yield the documents as they are, empty ones included (`null` becomes ""): dropping and
+counting empty documents is the snapshot's job (`core/snapshot.py`).
+
+No Dagster here: the snapshot asset calls `iter_texts(spec, base_dir)` and records `describe(spec)`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+import itertools
+import json
+import logging
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Union
+
+logger = logging.getLogger(__name__)
+
+FileFormat = Literal["jsonl", "parquet", "csv", "text"]
+FILE_FORMATS: tuple[str, ...] = ("jsonl", "parquet", "csv", "text")
+TEXT_SPLITS: tuple[str, ...] = ("lines", "paragraphs")
+SYNTHETIC_KINDS: tuple[str, ...] = ("lower_bound", "upper_bound", "ginc")
+MIXTURE_MODES: tuple[str, ...] = ("interleave", "concat")
+SOURCE_TYPES: tuple[str, ...] = ("files", "huggingface", "duckdb", "synthetic", "mixture")
+
+_SUFFIX_FORMATS: dict[str, str] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".txt": "text",
+    ".text": "text",
+    ".md": "text",
+}
+_GLOB_CHARS = re.compile(r"[*?\[]")
+# A hub id is "name" or "owner/name"; anything else that is not an existing folder is a typo'd path.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+_BATCH_ROWS = 1024
+
+
+class SourceError(Exception):
+    """Base class of everything that can go wrong describing or reading a source."""
+
+
+class SourceSpecError(SourceError, ValueError):
+    """A source spec is malformed (unknown field, wrong type, impossible value)."""
+
+
+class SourceDataError(SourceError, ValueError):
+    """A source's content is unusable (malformed record, missing column, bad encoding)."""
+
+
+class SourceNotFoundError(SourceError, FileNotFoundError):
+    """A file, glob, folder or database that a source names does not exist."""
+
+
+class HubUnavailableError(SourceError, ConnectionError):
+    """The Hugging Face hub could not be reached."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise SourceSpecError(message)
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_optional_count(name: str, value: object) -> None:
+    _require(value is None or _is_positive_int(value), f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_name(name: str, value: object) -> None:
+    _require(isinstance(value, str) and value != "", f"{name} must be a non-empty string, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FilesSource:
+    """Documents from local files: one path or a glob, relative to the registry's folder."""
+
+    type: ClassVar[str] = "files"
+    path: str
+    # Inferred from the path's suffix when omitted (.jsonl/.ndjson, .parquet/.pq, .csv, .txt/.text/.md).
+    format: FileFormat | None = None
+    text_column: str = "text"  # JSONL key / Parquet or CSV column; unused for `text`
+    # `text` format only: "lines" = each non-blank line is a document, "paragraphs" = blank-line separated.
+    split: Literal["lines", "paragraphs"] = "lines"
+    max_documents: int | None = None  # stop after this many records (None = all)
+
+    def __post_init__(self) -> None:
+        _check_name("path", self.path)
+        if self.format is None:
+            inferred = _SUFFIX_FORMATS.get(Path(self.path).suffix.lower())
+            _require(
+                inferred is not None,
+                f"cannot infer the format of {self.path!r} from its suffix; "
+                f"set `format` to one of {', '.join(FILE_FORMATS)}",
+            )
+            object.__setattr__(self, "format", inferred)
+        _require(self.format in FILE_FORMATS, f"format must be one of {', '.join(FILE_FORMATS)}, got {self.format!r}")
+        _check_name("text_column", self.text_column)
+        _require(self.split in TEXT_SPLITS, f"split must be one of {', '.join(TEXT_SPLITS)}, got {self.split!r}")
+        _require(
+            self.split == "lines" or self.format == "text",
+            f"split applies to the `text` format only (this source is {self.format})",
+        )
+        _check_optional_count("max_documents", self.max_documents)
+
+    @property
+    def is_synthetic(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class HuggingFaceSource:
+    """A Hugging Face dataset: a hub id, or a folder written by `Dataset.save_to_disk`."""
+
+    type: ClassVar[str] = "huggingface"
+    path: str
+    name: str | None = None  # the dataset config, e.g. "wikitext-103-raw-v1"
+    split: str = "train"
+    text_column: str = "text"
+    streaming: bool | None = None  # hub ids only; None = stream (nothing is downloaded whole)
+    max_documents: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_name("path", self.path)
+        _require(self.name is None or (isinstance(self.name, str) and self.name != ""), f"name must be a non-empty string, got {self.name!r}")
+        _check_name("split", self.split)
+        _check_name("text_column", self.text_column)
+        _require(self.streaming is None or isinstance(self.streaming, bool), f"streaming must be true or false, got {self.streaming!r}")
+        _check_optional_count("max_documents", self.max_documents)
+
+    @property
+    def is_synthetic(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class DuckDBSource:
+    """Documents from one SELECT against a DuckDB database, opened read-only."""
+
+    type: ClassVar[str] = "duckdb"
+    database: str
+    query: str
+    text_column: str = "text"
+    max_documents: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_name("database", self.database)
+        _check_name("query", self.query)
+        _check_name("text_column", self.text_column)
+        _check_optional_count("max_documents", self.max_documents)
+
+    @property
+    def is_synthetic(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class SyntheticSource:
+    """Token-id datasets: the conceptual bounds of the paper and GINC-style HMM mixtures.
+
+    The GINC knobs are filled with their defaults for `ginc` and must stay unset otherwise, so two
+    specs that generate the same data compare (and fingerprint) equal.
+    """
+
+    type: ClassVar[str] = "synthetic"
+    kind: Literal["lower_bound", "upper_bound", "ginc"]
+    n_sequences: int = 4096
+    seed: int = 0
+    n_concepts: int | None = None  # ginc: latent concepts (HMMs) in the mixture, default 8
+    vocab_size: int | None = None  # ginc: emitted vocabulary, default 50
+    n_states: int | None = None  # ginc: hidden states per HMM, default 10
+
+    GINC_DEFAULTS: ClassVar[Mapping[str, int]] = {"n_concepts": 8, "vocab_size": 50, "n_states": 10}
+
+    def __post_init__(self) -> None:
+        _require(self.kind in SYNTHETIC_KINDS, f"kind must be one of {', '.join(SYNTHETIC_KINDS)}, got {self.kind!r}")
+        _require(_is_positive_int(self.n_sequences), f"n_sequences must be a positive integer, got {self.n_sequences!r}")
+        _require(
+            isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+            f"seed must be a non-negative integer, got {self.seed!r}",
+        )
+        for knob, default in self.GINC_DEFAULTS.items():
+            value = getattr(self, knob)
+            if self.kind == "ginc":
+                if value is None:
+                    object.__setattr__(self, knob, default)
+                else:
+                    _require(_is_positive_int(value), f"{knob} must be a positive integer, got {value!r}")
+            else:
+                _require(value is None, f"{knob} applies to kind ginc only (this source is {self.kind})")
+
+    @property
+    def is_synthetic(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class MixtureSource:
+    """Weighted components, each a registered non-mixture text dataset.
+
+    `interleave`: every batch draws from every component in proportion to the weights (the
+    paper's Mix1/Mix2). `concat`: every batch comes from one component, chosen with the weights.
+    That components exist and hold text is checked by the registry, which knows them.
+    """
+
+    type: ClassVar[str] = "mixture"
+    components: tuple[str, ...]
+    weights: tuple[float, ...]
+    mode: Literal["interleave", "concat"] = "interleave"
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.components, tuple) and len(self.components) >= 1,
+            f"components must be a non-empty list of dataset names, got {self.components!r}",
+        )
+        for component in self.components:
+            _check_name("each component", component)
+        _require(len(set(self.components)) == len(self.components), f"components repeat a name: {list(self.components)}")
+        _require(isinstance(self.weights, tuple), f"weights must be a list of numbers, got {self.weights!r}")
+        _require(
+            len(self.weights) == len(self.components),
+            f"weights must have one number per component: {len(self.components)} components, {len(self.weights)} weights",
+        )
+        for weight in self.weights:
+            _require(
+                isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight) and weight > 0,
+                f"weights must be positive finite numbers, got {weight!r}",
+            )
+        _require(self.mode in MIXTURE_MODES, f"mode must be one of {', '.join(MIXTURE_MODES)}, got {self.mode!r}")
+
+    @property
+    def is_synthetic(self) -> bool:
+        return False
+
+    @property
+    def weight_map(self) -> dict[str, float]:
+        """Component name -> weight, in component order."""
+        return dict(zip(self.components, (float(w) for w in self.weights)))
+
+
+SourceSpec = Union[FilesSource, HuggingFaceSource, DuckDBSource, SyntheticSource, MixtureSource]
+_SOURCE_CLASSES: dict[str, type] = {
+    cls.type: cls for cls in (FilesSource, HuggingFaceSource, DuckDBSource, SyntheticSource, MixtureSource)
+}
+
+
+def source_to_dict(spec: SourceSpec) -> dict[str, Any]:
+    """The spec as plain data, `source` first (the form the registry file uses)."""
+    data: dict[str, Any] = {"source": spec.type}
+    for key, value in dataclasses.asdict(spec).items():
+        data[key] = list(value) if isinstance(value, tuple) else value
+    return data
+
+
+def source_fields(source_type: str) -> tuple[str, ...]:
+    """The field names a source of `source_type` accepts."""
+    if source_type not in _SOURCE_CLASSES:
+        raise SourceSpecError(f"unknown source type {source_type!r}; known types: {', '.join(SOURCE_TYPES)}")
+    return tuple(f.name for f in dataclasses.fields(_SOURCE_CLASSES[source_type]))
+
+
+def parse_source(source_type: object, fields: Mapping[str, Any], *, where: str = "source") -> SourceSpec:
+    """Build a spec from plain data (e.g. a YAML entry without its `source` key).
+
+    Errors are `SourceSpecError`s prefixed with `where` (say, the registry file and entry).
+    """
+    if not isinstance(source_type, str) or source_type not in _SOURCE_CLASSES:
+        raise SourceSpecError(
+            f"{where}: unknown source type {source_type!r}; known types: {', '.join(SOURCE_TYPES)}"
+        )
+    allowed = source_fields(source_type)
+    unknown = sorted(set(fields) - set(allowed))
+    if unknown:
+        raise SourceSpecError(
+            f"{where}: unknown field(s) {', '.join(map(repr, unknown))} for a {source_type} source; "
+            f"allowed: source, description, {', '.join(allowed)}"
+        )
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in fields.items()}
+    try:
+        return _SOURCE_CLASSES[source_type](**values)
+    except SourceSpecError as exc:
+        raise SourceSpecError(f"{where}: {exc}") from None
+    except TypeError as exc:  # a required field is missing
+        missing = [f.name for f in dataclasses.fields(_SOURCE_CLASSES[source_type])
+                   if f.default is dataclasses.MISSING and f.name not in fields]
+        raise SourceSpecError(
+            f"{where}: a {source_type} source needs field(s) {', '.join(map(repr, missing))} ({exc})"
+        ) from None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: its key, where its documents come from, and a human description."""
+
+    name: str
+    source: SourceSpec
+    description: str = ""
+
+    @property
+    def source_type(self) -> str:
+        return self.source.type
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.source.is_synthetic
+
+    @property
+    def is_mixture(self) -> bool:
+        return isinstance(self.source, MixtureSource)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = source_to_dict(self.source)
+        data["description"] = self.description
+        return data
+
+
+# --------------------------------------------------------------------------- descriptions
+
+
+def describe(spec: SourceSpec | DatasetSpec) -> str:
+    """One line saying where the documents come from, for the UI and run metadata."""
+    if isinstance(spec, DatasetSpec):
+        spec = spec.source
+    if isinstance(spec, FilesSource):
+        detail = f"column {spec.text_column!r}" if spec.format != "text" else f"one document per {spec.split[:-1]}"
+        text = f"files {spec.path} ({spec.format}, {detail})"
+    elif isinstance(spec, HuggingFaceSource):
+        config = f"/{spec.name}" if spec.name else ""
+        text = f"huggingface {spec.path}{config} [{spec.split}] column {spec.text_column!r}"
+    elif isinstance(spec, DuckDBSource):
+        query = " ".join(spec.query.split())
+        query = query if len(query) <= 80 else query[:77] + "..."
+        text = f"duckdb {spec.database}: {query} (column {spec.text_column!r})"
+    elif isinstance(spec, SyntheticSource):
+        text = f"synthetic {spec.kind}: {spec.n_sequences} sequences, seed {spec.seed}"
+        if spec.kind == "ginc":
+            text += f", {spec.n_concepts} concepts, vocabulary {spec.vocab_size}, {spec.n_states} states"
+        return text
+    elif isinstance(spec, MixtureSource):
+        parts = ", ".join(f"{name} x{weight:g}" for name, weight in spec.weight_map.items())
+        return f"mixture ({spec.mode}) of {parts}"
+    else:
+        raise TypeError(f"not a source spec: {spec!r}")
+    if getattr(spec, "max_documents", None):
+        text += f", first {spec.max_documents} records"
+    return text
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def iter_texts(spec: SourceSpec | DatasetSpec, base_dir: str | Path) -> Iterator[str]:
+    """Stream the documents of a text source, in source order, empty ones included.
+
+    Relative paths resolve against `base_dir` (the registry file's folder). Synthetic sources
+    have no text and mixtures are read through their components, so both are refused.
+    """
+    if isinstance(spec, DatasetSpec):
+        spec = spec.source
+    base = Path(base_dir)
+    if isinstance(spec, FilesSource):
+        texts = _iter_files(spec, base)
+    elif isinstance(spec, HuggingFaceSource):
+        texts = _iter_huggingface(spec, base)
+    elif isinstance(spec, DuckDBSource):
+        texts = _iter_duckdb(spec, base)
+    elif isinstance(spec, SyntheticSource):
+        raise SourceSpecError(f"a synthetic source ({spec.kind}) produces token ids, not texts: use core/synthetic.py")
+    elif isinstance(spec, MixtureSource):
+        raise SourceSpecError("a mixture has no texts of its own: read each of its components")
+    else:
+        raise TypeError(f"not a source spec: {spec!r}")
+    max_documents = getattr(spec, "max_documents", None)
+    return itertools.islice(texts, max_documents) if max_documents else texts
+
+
+def _resolve(path: str, base: Path) -> Path:
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else base / candidate
+
+
+def _check_text(value: object, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise SourceDataError(
+            f"{where}: the text is a {type(value).__name__} ({_preview(value)}), not a string; "
+            "fix the record or point text_column at a string field"
+        )
+    if "\x00" in value:
+        raise SourceDataError(f"{where}: the text contains a NUL character; is this a binary file? clean the record")
+    return value
+
+
+def _preview(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _matched_files(spec: FilesSource, base: Path) -> list[Path]:
+    pattern = _resolve(spec.path, base)
+    if _GLOB_CHARS.search(spec.path):
+        matches = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True))
+        files = [p for p in matches if p.is_file()]
+        if not files:
+            raise SourceNotFoundError(
+                f"the glob {spec.path!r} (resolved to {pattern}) matches no files; check the path, "
+                f"which is relative to {base}"
+            )
+        return files
+    if not pattern.exists():
+        raise SourceNotFoundError(
+            f"file {spec.path!r} not found (resolved to {pattern}); check the path, which is relative to {base}"
+        )
+    if pattern.is_dir():
+        raise SourceSpecError(f"{pattern} is a folder: use a glob such as '{spec.path.rstrip('/')}/*.{spec.format}'")
+    return [pattern]
+
+
+def _iter_files(spec: FilesSource, base: Path) -> Iterator[str]:
+    readers = {"jsonl": _iter_jsonl, "parquet": _iter_parquet, "csv": _iter_csv, "text": _iter_text}
+    files = _matched_files(spec, base)
+    logger.info("reading %d %s file(s) for %s", len(files), spec.format, spec.path)
+    for path in files:
+        yield from readers[str(spec.format)](path, spec)
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 file, newline kept; bad bytes stop with file and line."""
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            if b"\x00" in raw:
+                column = raw.index(b"\x00") + 1
+                raise SourceDataError(
+                    f"{path}, line {lineno}: NUL byte at column {column}; "
+                    "is this a binary file? clean it or pick the right format"
+                )
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SourceDataError(
+                    f"{path}, line {lineno}: invalid UTF-8 at byte {exc.start} of the line; "
+                    "re-encode the file as UTF-8"
+                ) from None
+            if lineno == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            yield lineno, line
+
+
+def _iter_jsonl(path: Path, spec: FilesSource) -> Iterator[str]:
+    column = spec.text_column
+    for lineno, line in _decoded_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SourceDataError(
+                f"{path}, line {lineno}: malformed JSON ({exc.msg} at column {exc.colno}); "
+                "every line of a JSONL file must be one complete JSON object"
+            ) from None
+        if not isinstance(record, dict):
+            raise SourceDataError(f"{path}, line {lineno}: expected a JSON object, got {type(record).__name__}")
+        if column not in record:
+            raise SourceDataError(
+                f"{path}, line {lineno}: no field {column!r}; the record has {sorted(record)}; "
+                "set text_column to one of them"
+            )
+        yield _check_text(record[column], f"{path}, line {lineno}")
+
+
+def _iter_text(path: Path, spec: FilesSource) -> Iterator[str]:
+    paragraph: list[str] = []
+    for _, line in _decoded_lines(path):
+        line = line.rstrip("\r\n")
+        if spec.split == "lines":
+            if line.strip():
+                yield line
+        elif line.strip():
+            paragraph.append(line)
+        elif paragraph:
+            yield "\n".join(paragraph)
+            paragraph = []
+    if paragraph:
+        yield "\n".join(paragraph)
+
+
+def _iter_csv(path: Path, spec: FilesSource) -> Iterator[str]:
+    # Python's csv module rather than pyarrow's streaming reader: it reports the physical line of a
+    # bad row and takes a field of any size, where pyarrow fails on a row larger than its block.
+    if csv.field_size_limit() < 2**31 - 1:
+        csv.field_size_limit(2**31 - 1)
+    lines = _decoded_lines(path)
+    position = {"line": 0}
+
+    def raw_lines() -> Iterator[str]:
+        for lineno, line in lines:
+            position["line"] = lineno
+            yield line
+
+    reader = csv.reader(raw_lines())
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise SourceDataError(f"{path}: empty CSV file (no header row)") from None
+    except csv.Error as exc:
+        raise SourceDataError(f"{path}, line {position['line']}: bad CSV header ({exc})") from None
+    if spec.text_column not in header:
+        raise SourceDataError(
+            f"{path}: no column {spec.text_column!r}; the header has {header}; set text_column to one of them"
+        )
+    index = header.index(spec.text_column)
+    row = 0
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise SourceDataError(f"{path}, line {position['line']}: bad CSV ({exc})") from None
+        row += 1
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise SourceDataError(
+                f"{path}, line {position['line']} (row {row}): {len(fields)} fields where the header has "
+                f"{len(header)}; quote fields that contain commas or newlines"
+            )
+        yield _check_text(fields[index], f"{path}, line {position['line']}")
+
+
+def _iter_parquet(path: Path, spec: FilesSource) -> Iterator[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise SourceDataError(
+            f"{path}: not a readable Parquet file ({exc}); it may be truncated or corrupt: rewrite it"
+        ) from None
+    with parquet:
+        schema = parquet.schema_arrow
+        if spec.text_column not in schema.names:
+            raise SourceDataError(
+                f"{path}: no column {spec.text_column!r}; the file has {schema.names}; set text_column to one of them"
+            )
+        column_type = schema.field(spec.text_column).type
+        if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)
+                or pa.types.is_string_view(column_type)):
+            raise SourceDataError(
+                f"{path}, row 1: column {spec.text_column!r} holds {column_type} values, not strings; "
+                "point text_column at a string column"
+            )
+        row = 0
+        try:
+            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=[spec.text_column]):
+                for value in batch.column(0).to_pylist():
+                    row += 1
+                    yield _check_text(value, f"{path}, row {row}")
+        except (pa.ArrowException, OSError) as exc:
+            raise SourceDataError(
+                f"{path}: reading failed after row {row} ({exc}); the file may be truncated or corrupt: rewrite it"
+            ) from None
+
+
+def _iter_huggingface(spec: HuggingFaceSource, base: Path) -> Iterator[str]:
+    import datasets
+
+    local = _resolve(spec.path, base)
+    if local.is_dir():
+        try:
+            loaded = datasets.load_from_disk(str(local))
+        except FileNotFoundError as exc:
+            raise SourceNotFoundError(
+                f"{local} is not a dataset folder written by Dataset.save_to_disk ({exc})"
+            ) from None
+        if isinstance(loaded, datasets.DatasetDict):
+            if spec.split not in loaded:
+                raise SourceDataError(f"{local}: no split {spec.split!r}; the folder has {sorted(loaded)}")
+            loaded = loaded[spec.split]
+        if spec.text_column not in loaded.column_names:
+            raise SourceDataError(
+                f"{local}: no column {spec.text_column!r}; the dataset has {loaded.column_names}; "
+                "set text_column to one of them"
+            )
+        row = 0
+        for batch in loaded.select_columns([spec.text_column]).iter(batch_size=_BATCH_ROWS):
+            for value in batch[spec.text_column]:
+                row += 1
+                yield _check_text(value, f"{local}, row {row}")
+        return
+    if spec.path.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(spec.path):
+        raise SourceNotFoundError(
+            f"Hugging Face dataset folder {spec.path!r} not found (resolved to {local}); "
+            f"a relative path is relative to {base}"
+        )
+    yield from _iter_hub(spec)
+
+
+def _hub_error(spec: HuggingFaceSource, exc: BaseException) -> HubUnavailableError:
+    return HubUnavailableError(
+        f"could not reach the Hugging Face hub for dataset {spec.path!r} ({exc}); these machines may be "
+        "offline: save it with save_to_disk and point `path` at the folder"
+    )
+
+
+def _iter_hub(spec: HuggingFaceSource) -> Iterator[str]:
+    import datasets
+
+    streaming = True if spec.streaming is None else spec.streaming
+    try:
+        loaded = datasets.load_dataset(spec.path, spec.name, split=spec.split, streaming=streaming)
+    except ConnectionError as exc:
+        raise _hub_error(spec, exc) from exc
+    except Exception as exc:  # unknown dataset, config or split: the library's message says which
+        raise SourceDataError(f"could not load Hugging Face dataset {spec.path!r} ({type(exc).__name__}: {exc})") from exc
+    row = 0
+    try:
+        for record in loaded:
+            row += 1
+            if spec.text_column not in record:
+                raise SourceDataError(
+                    f"Hugging Face dataset {spec.path!r}, row {row}: no column {spec.text_column!r}; "
+                    f"the record has {sorted(record)}; set text_column to one of them"
+                )
+            yield _check_text(record[spec.text_column], f"Hugging Face dataset {spec.path!r}, row {row}")
+    except ConnectionError as exc:
+        raise _hub_error(spec, exc) from exc
+
+
+def _iter_duckdb(spec: DuckDBSource, base: Path) -> Iterator[str]:
+    import duckdb
+
+    database = _resolve(spec.database, base)
+    if not database.is_file():
+        raise SourceNotFoundError(
+            f"DuckDB database {spec.database!r} not found (resolved to {database}); "
+            f"a relative path is relative to {base}"
+        )
+    try:
+        # Read-only and without file-system access: the query can read the database and nothing else.
+        connection = duckdb.connect(str(database), read_only=True, config={"enable_external_access": False})
+    except duckdb.Error as exc:
+        raise SourceDataError(f"{database}: cannot open the DuckDB database read-only ({exc})") from None
+    try:
+        try:
+            statements = connection.extract_statements(spec.query)
+        except duckdb.Error as exc:
+            raise SourceDataError(f"{database}: the query does not parse ({exc})") from None
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            raise SourceDataError(f"{database}: the query must be exactly one SELECT statement, got {spec.query!r}")
+        try:
+            cursor = connection.execute(statements[0])
+        except duckdb.Error as exc:
+            raise SourceDataError(f"{database}: the query failed ({exc})") from None
+        columns = [d[0] for d in cursor.description]
+        if spec.text_column not in columns:
+            raise SourceDataError(
+                f"{database}: the query returns no column {spec.text_column!r}; it returns {columns}; "
+                "set text_column to one of them"
+            )
+        index = columns.index(spec.text_column)
+        row = 0
+        while rows := cursor.fetchmany(_BATCH_ROWS):
+            for record in rows:
+                row += 1
+                yield _check_text(record[index], f"{database}, query row {row}")
+    finally:
+        connection.close()
