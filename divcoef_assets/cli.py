@@ -1,0 +1,134 @@
+"""`divcoef`: the diversity coefficient from the command line.
+
+    divcoef diversity corpus.jsonl --probe gpt2 --batch-size 64 --n-batches 20
+    divcoef cross a.jsonl b.parquet --text-column body
+    divcoef audit                      # the default audit as a Dagster job (see README)
+
+Files are JSON Lines, Parquet, CSV or plain text (one document per line), or a glob of them;
+`--text-column` names the field that holds the text. Results print as a table, or as JSON with
+`--json`. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("divcoef")
+
+
+def _add_probe_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("probe and estimator (override the probe's registry values)")
+    g.add_argument("--probe", help="probe name in the registry, or a model hub id / local folder (default: the registry's default probe)")
+    g.add_argument("--init", choices=["pretrained", "random"])
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--n-batches", type=int)
+    g.add_argument("--seq-len", type=int)
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--fisher", choices=["mc", "mc_head_exact"])
+    g.add_argument("--fisher-samples", type=int)
+    g.add_argument("--reference-compat", action="store_true", default=None, help="reproduce the official code's quirks")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    g.add_argument("--cache-dir", help="embedding cache (default $DIVCOEF_CACHE or ~/.cache/divcoef_assets)")
+    g.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text-column", default="text", help="field holding the text (JSONL/Parquet/CSV)")
+    parser.add_argument("--format", choices=["jsonl", "parquet", "csv", "text"], help="default: from the file suffix")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="divcoef", description="Task2Vec diversity coefficient of text corpora.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("diversity", help="diversity coefficient of one corpus")
+    p.add_argument("path", help="file or glob")
+    _add_source_options(p)
+    _add_probe_options(p)
+
+    p = sub.add_parser("cross", help="cross-diversity of two corpora (and the diversity of each)")
+    p.add_argument("path_a")
+    p.add_argument("path_b")
+    _add_source_options(p)
+    _add_probe_options(p)
+
+    p = sub.add_parser("audit", help="materialize the default audit job and print its table")
+    p.add_argument("--dagster-home", help="Dagster instance folder (default data/dagster_home)")
+    p.add_argument("--datasets", nargs="*", help="only these registered datasets")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    keys = ("init", "batch_size", "n_batches", "seq_len", "epochs", "fisher", "fisher_samples", "reference_compat", "seed", "device")
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+
+def _read(path: str, args: argparse.Namespace) -> list[str]:
+    from divcoef_assets.core.sources import FilesSource, iter_texts
+
+    spec = FilesSource(path=path, format=args.format, text_column=args.text_column)
+    return list(iter_texts(spec, Path.cwd()))
+
+
+def _row(name: str, result) -> dict:
+    record = result.to_dict()
+    record["dataset"] = name
+    return record
+
+
+def _print_table(rows: list[dict]) -> None:
+    header = f"{'dataset':<24} {'coefficient':>11} {'95% interval':>17} {'noise floor':>11} {'corrected':>9} {'batches':>7}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        noise = "-" if r.get("noise_floor") is None else f"{r['noise_floor']:.4f}"
+        corrected = "-" if r.get("noise_corrected") is None else f"{r['noise_corrected']:.4f}"
+        interval = f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
+        print(f"{r['dataset']:<24} {r['value']:>11.4f} {interval:>17} {noise:>11} {corrected:>9} {r['n_batches']:>7}")
+
+
+def _progress(done: int, total: int, seconds: float) -> None:
+    print(f"\r  embedding {done}/{total} ({seconds:.1f}s)", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "audit":
+            from divcoef_assets.default_audit import run_default_audit
+
+            return run_default_audit(dagster_home=args.dagster_home, datasets=args.datasets)
+        from divcoef_assets.api import cross_diversity_coefficient, diversity_coefficient
+
+        common = dict(probe=args.probe, cache_dir=args.cache_dir, progress=_progress, **_overrides(args))
+        if args.command == "diversity":
+            result = diversity_coefficient(_read(args.path, args), **common)
+            rows = [_row(Path(args.path).stem, result)]
+        else:
+            cross, a, b = cross_diversity_coefficient(_read(args.path_a, args), _read(args.path_b, args), **common)
+            cross_row = {**cross.estimate.to_dict(), "dataset": f"cross({Path(args.path_a).stem}, {Path(args.path_b).stem})",
+                         "noise_floor": None, "noise_corrected": None, "distance": cross.distance}
+            rows = [_row(Path(args.path_a).stem, a), _row(Path(args.path_b).stem, b), cross_row]
+    except (ValueError, OSError, ArithmeticError) as exc:
+        print(f"divcoef: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2, default=str))
+    else:
+        _print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""The `divcoef` command line on a tiny probe and a generated corpus."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from divcoef_assets.cli import main
+
+
+def _corpus(path, seed, words):
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as fh:
+        for _ in range(30):
+            fh.write(json.dumps({"body": " ".join(rng.choice(words, size=12))}) + "\n")
+    return path
+
+
+def test_cli_diversity_json(tiny_gpt2_dir, tmp_path, capsys):
+    corpus = _corpus(tmp_path / "c.jsonl", 0, ["alpha", "beta", "gamma", "delta", "eps"])
+    rc = main([
+        "diversity", str(corpus), "--text-column", "body", "--probe", str(tiny_gpt2_dir), "--seq-len", "16",
+        "--batch-size", "8", "--n-batches", "3", "--epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--json",
+    ])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dataset"] == "c" and out["n_batches"] == 3 and 0 < out["value"] <= 1
+    assert out["ci_low"] <= out["value"] <= out["ci_high"] and out["noise_floor"] is not None
+
+
+def test_cli_reports_bad_input_with_exit_code_2(tiny_gpt2_dir, tmp_path, capsys):
+    rc = main(["diversity", str(tmp_path / "missing.jsonl"), "--probe", str(tiny_gpt2_dir), "--cache-dir", str(tmp_path)])
+    assert rc == 2
+    assert "missing.jsonl" in capsys.readouterr().err
