@@ -1,0 +1,359 @@
+"""Dataset snapshots: the documents an audit samples from, frozen in one Parquet file.
+
+A coefficient is only reproducible if the documents it was computed on are, so every audit reads
+a snapshot rather than the live source. `write_snapshot` streams (source, text) pairs into a
+Parquet file with columns
+
+    doc_index  int64         0..n-1 over the usable documents, in source order
+    source     string        the dataset (or mixture component) the document came from
+    text       large_string  the document, unmodified
+
+dropping documents that are None, empty or whitespace only (the paper drops empty lines) and
+counting them. Rows go out in row groups of `chunk_rows` (or fewer when the texts are long), so
+memory stays flat however large the corpus; the file is written beside its destination and moved
+into place with `os.replace`, so a crash never leaves a half-written snapshot.
+
+The content fingerprint is sha256 over every kept (source, text) pair with length framing, so no
+two different sequences of documents share a digest; its first 16 hex digits name the snapshot in
+cache keys and in the results store. The fingerprint and counts are also kept in the file's footer
+(`snapshot_info(path)` reads them back without scanning the rows).
+
+Sampling helpers live here too: `read_texts` fetches selected rows by row group, and
+`mixture_batch_indices` draws the rows of one batch of a mixture dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from divcoef_assets.core.sampling import NotEnoughTextsError
+from divcoef_assets.core.sources import MIXTURE_MODES, SyntheticSource, source_to_dict
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_SCHEMA = pa.schema(
+    [("doc_index", pa.int64()), ("source", pa.string()), ("text", pa.large_string())]
+)
+# Flush a row group early once its texts reach this many characters, whatever `chunk_rows` says.
+_MAX_CHUNK_CHARS = 64 * 1024 * 1024
+_FINGERPRINT_TAG = b"divcoef-snapshot-v1\x00"
+_SYNTHETIC_TAG = "divcoef-synthetic-v1"
+_META_KEY = b"divcoef.snapshot"
+
+
+class EmptySnapshotError(ValueError):
+    """A source yielded no usable document: there is nothing to measure."""
+
+
+class MixtureSamplingError(NotEnoughTextsError):
+    """A mixture component has fewer usable rows than its share of one batch."""
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What a snapshot holds; `fingerprint` identifies its content."""
+
+    path: Path
+    fingerprint: str  # first 16 hex digits of the content sha256
+    n_documents: int  # usable documents written
+    n_dropped_empty: int  # None, empty or whitespace-only documents dropped
+    n_chars: int  # characters over the usable documents
+    source_counts: Mapping[str, int] = field(default_factory=dict)  # documents per source, first-seen order
+    n_row_groups: int = 0
+
+    def to_metadata(self) -> dict[str, Any]:
+        """Plain values for asset metadata and the Parquet footer."""
+        return {
+            "path": str(self.path),
+            "fingerprint": self.fingerprint,
+            "n_documents": self.n_documents,
+            "n_dropped_empty": self.n_dropped_empty,
+            "n_chars": self.n_chars,
+            "source_counts": dict(self.source_counts),
+            "n_row_groups": self.n_row_groups,
+        }
+
+
+@dataclass(frozen=True)
+class SyntheticSnapshotInfo:
+    """The snapshot of a synthetic source is its spec: the generator is deterministic in it."""
+
+    fingerprint: str
+    kind: str
+    n_documents: int  # sequences the generator will produce
+    params: Mapping[str, Any]
+    path: Path | None = None  # the JSON record of the spec, when one was written
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            "path": None if self.path is None else str(self.path),
+            "fingerprint": self.fingerprint,
+            "kind": self.kind,
+            "n_documents": self.n_documents,
+            "params": dict(self.params),
+        }
+
+
+def _frame(data: bytes) -> bytes:
+    return len(data).to_bytes(8, "big") + data
+
+
+def _atomic_target(out_path: Path) -> tuple[Path, int]:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
+    return Path(temp_name), handle
+
+
+def write_snapshot(
+    texts: Iterable[tuple[str, str | None]], out_path: str | Path, *, chunk_rows: int = 8192
+) -> SnapshotInfo:
+    """Stream (source, text) pairs into a Parquet snapshot at `out_path`; return what it holds.
+
+    Raises `EmptySnapshotError` (and writes nothing) when no document is usable, and `TypeError`
+    naming the position when a pair is not (non-empty str, str or None).
+    """
+    if not isinstance(chunk_rows, int) or chunk_rows <= 0:
+        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    out_path = Path(out_path)
+    temp_path, handle = _atomic_target(out_path)
+    os.close(handle)
+    digest = hashlib.sha256(_FINGERPRINT_TAG)
+    counts: dict[str, int] = {}
+    n_documents = n_dropped = n_chars = n_row_groups = 0
+    sources: list[str] = []
+    bodies: list[str] = []
+    chunk_chars = 0
+
+    def flush(writer: pq.ParquetWriter) -> None:
+        nonlocal sources, bodies, chunk_chars, n_row_groups
+        start = n_documents - len(bodies)
+        table = pa.table(
+            [pa.array(np.arange(start, n_documents, dtype=np.int64)), pa.array(sources, pa.string()),
+             pa.array(bodies, pa.large_string())],
+            schema=SNAPSHOT_SCHEMA,
+        )
+        writer.write_table(table, row_group_size=len(bodies))
+        n_row_groups += 1
+        sources, bodies, chunk_chars = [], [], 0
+
+    try:
+        with pq.ParquetWriter(temp_path, SNAPSHOT_SCHEMA, compression="zstd") as writer:
+            for position, pair in enumerate(texts):
+                if not (isinstance(pair, tuple) and len(pair) == 2):
+                    raise TypeError(f"item {position} of the snapshot input is {pair!r}, expected (source, text)")
+                source, text = pair
+                if not isinstance(source, str) or not source:
+                    raise TypeError(f"item {position}: source must be a non-empty string, got {source!r}")
+                if text is None or (isinstance(text, str) and not text.strip()):
+                    n_dropped += 1
+                    continue
+                if not isinstance(text, str):
+                    raise TypeError(f"item {position} (source {source!r}): text is a {type(text).__name__}, not a string")
+                try:
+                    encoded = text.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise ValueError(
+                        f"item {position} (source {source!r}): the text holds a lone surrogate at "
+                        f"character {exc.start}, which UTF-8 cannot store; fix the record"
+                    ) from None
+                digest.update(_frame(source.encode("utf-8")))
+                digest.update(_frame(encoded))
+                counts[source] = counts.get(source, 0) + 1
+                n_documents += 1
+                n_chars += len(text)
+                sources.append(source)
+                bodies.append(text)
+                chunk_chars += len(text)
+                if len(bodies) >= chunk_rows or chunk_chars >= _MAX_CHUNK_CHARS:
+                    flush(writer)
+            if bodies:
+                flush(writer)
+            if n_documents == 0:
+                raise EmptySnapshotError(
+                    f"no usable document for {out_path.name}: {n_dropped} empty or blank document(s) and "
+                    "nothing else; check the source's path and text_column"
+                )
+            info = SnapshotInfo(
+                path=out_path,
+                fingerprint=digest.hexdigest()[:16],
+                n_documents=n_documents,
+                n_dropped_empty=n_dropped,
+                n_chars=n_chars,
+                source_counts=MappingProxyType(counts),
+                n_row_groups=n_row_groups,
+            )
+            footer = info.to_metadata()
+            footer.pop("path")
+            writer.add_key_value_metadata({_META_KEY: json.dumps(footer).encode()})
+        os.replace(temp_path, out_path)
+    except BaseException:
+        temp_path.unlink(missing_ok=True)
+        raise
+    logger.info(
+        "snapshot %s: %d documents (%d empty dropped), %d chars, fingerprint %s",
+        out_path, n_documents, n_dropped, n_chars, info.fingerprint,
+    )
+    return info
+
+
+def snapshot_info(path: str | Path) -> SnapshotInfo:
+    """Read a snapshot's fingerprint and counts back from its Parquet footer."""
+    path = Path(path)
+    metadata = pq.read_metadata(path).metadata or {}
+    if _META_KEY not in metadata:
+        raise ValueError(f"{path} is not a snapshot written by write_snapshot (no {_META_KEY.decode()} footer)")
+    data = json.loads(metadata[_META_KEY])
+    return SnapshotInfo(
+        path=path,
+        fingerprint=data["fingerprint"],
+        n_documents=data["n_documents"],
+        n_dropped_empty=data["n_dropped_empty"],
+        n_chars=data["n_chars"],
+        source_counts=MappingProxyType(dict(data["source_counts"])),
+        n_row_groups=data["n_row_groups"],
+    )
+
+
+def read_texts(path: str | Path, doc_indices: Sequence[int] | np.ndarray) -> list[str]:
+    """The texts of rows `doc_indices`, in the order requested (repeats allowed).
+
+    Only the row groups that hold a requested row are read, one at a time, and only their `text`
+    column: a batch of 512 from a large snapshot touches at most 512 row groups.
+    """
+    path = Path(path)
+    wanted = np.asarray(doc_indices, dtype=np.int64).reshape(-1)
+    if wanted.size == 0:
+        return []
+    with pq.ParquetFile(path) as parquet:
+        metadata = parquet.metadata
+        n_rows = metadata.num_rows
+        if wanted.min() < 0 or wanted.max() >= n_rows:
+            bad = wanted[(wanted < 0) | (wanted >= n_rows)][0]
+            raise IndexError(f"{path}: document index {int(bad)} is out of range (the snapshot has {n_rows} rows)")
+        # starts[g] = first row of row group g
+        starts = np.cumsum([0] + [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)])
+        unique = np.unique(wanted)
+        groups = np.searchsorted(starts, unique, side="right") - 1
+        found: dict[int, str] = {}
+        for group in np.unique(groups):
+            rows = unique[groups == group]
+            column = parquet.read_row_group(int(group), columns=["text"]).column("text")
+            for row, text in zip(rows, column.take(pa.array(rows - starts[group])).to_pylist()):
+                found[int(row)] = text
+    return [found[int(i)] for i in wanted]
+
+
+def source_index(path: str | Path) -> np.ndarray:
+    """The `source` of every row, as an array of str aligned with doc_index."""
+    table = pq.read_table(Path(path), columns=["source"])
+    return np.asarray(table.column("source").to_pylist(), dtype=object)
+
+
+def synthetic_snapshot(spec: SyntheticSource, out_path: str | Path | None = None) -> SyntheticSnapshotInfo:
+    """Fingerprint a synthetic source by its spec; optionally record the spec as JSON at `out_path`."""
+    if not isinstance(spec, SyntheticSource):
+        raise TypeError(f"synthetic_snapshot needs a SyntheticSource, got {type(spec).__name__}")
+    params = source_to_dict(spec)
+    payload = json.dumps({"tag": _SYNTHETIC_TAG, **params}, sort_keys=True)
+    fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:16]
+    path = None
+    if out_path is not None:
+        path = Path(out_path)
+        temp_path, handle = _atomic_target(path)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                json.dump({"fingerprint": fingerprint, "spec": params}, stream, sort_keys=True, indent=2)
+            os.replace(temp_path, path)
+        except BaseException:
+            temp_path.unlink(missing_ok=True)
+            raise
+    return SyntheticSnapshotInfo(
+        fingerprint=fingerprint,
+        kind=spec.kind,
+        n_documents=spec.n_sequences,
+        params=MappingProxyType(params),
+        path=path,
+    )
+
+
+def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
+    """Integer counts summing to `total`, proportional to `weights` (ties go to the earlier one)."""
+    exact = weights / weights.sum() * total
+    counts = np.floor(exact).astype(np.int64)
+    remainders = exact - counts
+    order = np.argsort(-remainders, kind="stable")
+    counts[order[: total - int(counts.sum())]] += 1
+    return counts
+
+
+def mixture_batch_indices(
+    sources: np.ndarray | Sequence[str],
+    weights: Mapping[str, float],
+    mode: str,
+    batch_size: int,
+    batch_index: int,
+    seed: int,
+) -> np.ndarray:
+    """Snapshot rows of batch `batch_index` of a mixture (int64 array of length `batch_size`).
+
+    `sources` holds the component of every snapshot row (`source_index`); `weights` maps each
+    component to its weight, in component order k = 0, 1, ...
+
+    - interleave: component k gets its largest-remainder share of `batch_size`, drawn without
+      replacement with `default_rng([seed, batch_index, k])`; the batch is then shuffled with
+      `default_rng([seed, batch_index])` so components are not in blocks.
+    - concat: `default_rng([seed, batch_index])` picks one component with probability
+      proportional to its weight, then draws the whole batch from it without replacement.
+    """
+    if mode not in MIXTURE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(MIXTURE_MODES)}, got {mode!r}")
+    for name, value in (("batch_size", batch_size), ("batch_index", batch_index), ("seed", seed)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < (1 if name == "batch_size" else 0):
+            raise ValueError(f"{name} must be a {'positive' if name == 'batch_size' else 'non-negative'} integer, got {value!r}")
+    if not weights:
+        raise ValueError("weights must name at least one component")
+    names = list(weights)
+    values = np.array([float(weights[name]) for name in names])
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError(f"weights must be positive finite numbers, got {dict(weights)}")
+    rows_by_source = np.asarray(sources, dtype=object)
+
+    def rows_of(name: str, needed: int) -> np.ndarray:
+        rows = np.flatnonzero(rows_by_source == name)
+        if rows.size < needed:
+            raise MixtureSamplingError(
+                f"mixture component {name!r} has {rows.size} usable documents in the snapshot, but a batch "
+                f"needs {needed} from it; lower batch_size or add documents"
+            )
+        return rows
+
+    if mode == "interleave":
+        counts = _largest_remainder(values, batch_size)
+        parts = [
+            np.random.default_rng([seed, batch_index, k]).choice(rows_of(name, int(count)), size=int(count), replace=False)
+            for k, (name, count) in enumerate(zip(names, counts)) if count > 0
+        ]
+        batch = np.concatenate(parts).astype(np.int64)
+        return np.random.default_rng([seed, batch_index]).permutation(batch)
+    rng = np.random.default_rng([seed, batch_index])
+    chosen = names[int(rng.choice(len(names), p=values / values.sum()))]
+    return rng.choice(rows_of(chosen, batch_size), size=batch_size, replace=False).astype(np.int64)
+
+
+def expected_mixture_share(weights: Mapping[str, float], batch_size: int) -> dict[str, int]:
+    """Rows per component in every interleaved batch (the largest-remainder allocation)."""
+    counts = _largest_remainder(np.array([float(w) for w in weights.values()]), batch_size)
+    return {name: int(count) for name, count in zip(weights, counts)}
