@@ -1,0 +1,421 @@
+"""The DuckDB results store: coefficient records with their history, and views for SQL users.
+
+Heavy arrays (embeddings, distance matrices) live in Parquet; this database holds one row per
+measurement and views over those Parquet files, so an analyst can `duckdb data/divcoef.duckdb`
+and query everything. Tables:
+
+    datasets            dataset PK, source_type, description, spec_json, registered_at, updated_at
+    probes              probe PK, fingerprint, config_json, registered_at, updated_at
+    coefficients        one row per (dataset, probe, snapshot_fingerprint, probe_fingerprint)
+    cross_coefficients  one row per (dataset_a, dataset_b, probe, snapshot_a, snapshot_b, probe_fingerprint)
+
+and views `latest_coefficients` / `latest_cross_coefficients` (newest `computed_at` per dataset
+and probe, or per pair and probe). The coefficient keys include the probe fingerprint: a probe
+key whose config changed measures something else, and replacing the old row would erase history.
+Re-computing the same measurement replaces its row in one transaction; other snapshots and
+configs stay as history, so re-runs never duplicate and never delete other results.
+
+DuckDB has a single writer per file, held for a connection's lifetime. The store therefore opens
+a connection per operation and closes it at once; when another process holds the file, it retries
+with growing pauses up to `lock_timeout_s` (default 60 s) and then raises `StoreLockedError`.
+
+Every value reaches SQL as a parameter. The two identifiers that are formatted into SQL are
+checked first: view names against `[A-Za-z_][A-Za-z0-9_]*`, and the Parquet glob of a view, which
+DuckDB cannot take as a parameter in a view definition, is refused if it holds control characters
+and is quoted as a SQL string literal by doubling its single quotes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LOCK_TIMEOUT_S = 60.0
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_OWN_RELATIONS = frozenset(
+    {"datasets", "probes", "coefficients", "cross_coefficients", "latest_coefficients", "latest_cross_coefficients"}
+)
+
+
+class StoreLockedError(TimeoutError):
+    """Another process kept the results database locked for longer than the store waits."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _optional_float(name: str, value: float | None) -> float | None:
+    """None and NaN mean unknown (stored as NULL); infinities are refused."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number or None, got {value!r}")
+    if math.isnan(value):
+        return None
+    if math.isinf(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+def _check_common(record: Any) -> None:
+    if not isinstance(record.value, (int, float)) or isinstance(record.value, bool) or not math.isfinite(record.value):
+        raise ValueError(f"value must be a finite number, got {record.value!r}")
+    object.__setattr__(record, "value", float(record.value))
+    for name in ("stderr", "ci_low", "ci_high", "noise_floor", "noise_floor_stderr", "noise_corrected"):
+        if hasattr(record, name):
+            object.__setattr__(record, name, _optional_float(name, getattr(record, name)))
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if f.name.startswith("n_") and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise ValueError(f"{f.name} must be a non-negative integer, got {value!r}")
+        if f.type == "str" and not isinstance(value, str):
+            raise TypeError(f"{f.name} must be a string, got {value!r}")
+    if not isinstance(record.computed_at, datetime) or record.computed_at.tzinfo is None:
+        raise ValueError(f"computed_at must be a timezone-aware datetime, got {record.computed_at!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoefficientRecord:
+    """One diversity coefficient measurement (a row of `coefficients`)."""
+
+    dataset: str
+    probe: str
+    snapshot_fingerprint: str
+    probe_fingerprint: str
+    value: float
+    stderr: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    noise_floor: float | None = None  # mean distance between embeddings of one batch
+    noise_floor_stderr: float | None = None
+    noise_corrected: float | None = None  # the coefficient with the noise floor accounted for
+    n_batches: int
+    n_pairs: int
+    distance: str = "task2vec_cosine"
+    code_version: str = ""
+    run_id: str = ""
+    computed_at: datetime = field(default_factory=_utcnow)
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrossCoefficientRecord:
+    """One cross-diversity measurement between two datasets (a row of `cross_coefficients`)."""
+
+    dataset_a: str
+    dataset_b: str
+    probe: str
+    snapshot_a: str
+    snapshot_b: str
+    probe_fingerprint: str
+    value: float
+    stderr: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n_batches_a: int
+    n_batches_b: int
+    n_pairs: int
+    distance: str = "task2vec_cosine"
+    code_version: str = ""
+    run_id: str = ""
+    computed_at: datetime = field(default_factory=_utcnow)
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+
+
+_COEFFICIENT_COLUMNS = tuple(f.name for f in dataclasses.fields(CoefficientRecord))
+_CROSS_COLUMNS = tuple(f.name for f in dataclasses.fields(CrossCoefficientRecord))
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS datasets (
+        dataset VARCHAR PRIMARY KEY,
+        source_type VARCHAR NOT NULL,
+        description VARCHAR NOT NULL,
+        spec_json VARCHAR NOT NULL,
+        registered_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS probes (
+        probe VARCHAR PRIMARY KEY,
+        fingerprint VARCHAR NOT NULL,
+        config_json VARCHAR NOT NULL,
+        registered_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS coefficients (
+        dataset VARCHAR NOT NULL,
+        probe VARCHAR NOT NULL,
+        snapshot_fingerprint VARCHAR NOT NULL,
+        probe_fingerprint VARCHAR NOT NULL,
+        value DOUBLE NOT NULL,
+        stderr DOUBLE,
+        ci_low DOUBLE,
+        ci_high DOUBLE,
+        noise_floor DOUBLE,
+        noise_floor_stderr DOUBLE,
+        noise_corrected DOUBLE,
+        n_batches BIGINT NOT NULL,
+        n_pairs BIGINT NOT NULL,
+        distance VARCHAR NOT NULL,
+        code_version VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        computed_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (dataset, probe, snapshot_fingerprint, probe_fingerprint)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS cross_coefficients (
+        dataset_a VARCHAR NOT NULL,
+        dataset_b VARCHAR NOT NULL,
+        probe VARCHAR NOT NULL,
+        snapshot_a VARCHAR NOT NULL,
+        snapshot_b VARCHAR NOT NULL,
+        probe_fingerprint VARCHAR NOT NULL,
+        value DOUBLE NOT NULL,
+        stderr DOUBLE,
+        ci_low DOUBLE,
+        ci_high DOUBLE,
+        n_batches_a BIGINT NOT NULL,
+        n_batches_b BIGINT NOT NULL,
+        n_pairs BIGINT NOT NULL,
+        distance VARCHAR NOT NULL,
+        code_version VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        computed_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (dataset_a, dataset_b, probe, snapshot_a, snapshot_b, probe_fingerprint)
+    )
+    """,
+    """
+    CREATE OR REPLACE VIEW latest_coefficients AS
+    SELECT * FROM coefficients
+    QUALIFY row_number() OVER (
+        PARTITION BY dataset, probe
+        ORDER BY computed_at DESC, snapshot_fingerprint DESC, probe_fingerprint DESC
+    ) = 1
+    """,
+    """
+    CREATE OR REPLACE VIEW latest_cross_coefficients AS
+    SELECT * FROM cross_coefficients
+    QUALIFY row_number() OVER (
+        PARTITION BY dataset_a, dataset_b, probe
+        ORDER BY computed_at DESC, snapshot_a DESC, snapshot_b DESC, probe_fingerprint DESC
+    ) = 1
+    """,
+)
+
+
+def _is_lock_conflict(exc: duckdb.Error) -> bool:
+    return "Could not set lock" in str(exc)
+
+
+class ResultsStore:
+    """Coefficient records in one DuckDB file; every method opens and closes its own connection."""
+
+    def __init__(self, db_path: str | Path, *, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+        if lock_timeout_s < 0:
+            raise ValueError(f"lock_timeout_s must be >= 0, got {lock_timeout_s!r}")
+        self.db_path = Path(db_path)
+        self.lock_timeout_s = float(lock_timeout_s)
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({str(self.db_path)!r})"
+
+    # ----------------------------------------------------------------- connections
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        pause = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.db_path), read_only=read_only)
+            except duckdb.IOException as exc:
+                if not _is_lock_conflict(exc):
+                    raise
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StoreLockedError(
+                        f"results store {self.db_path} is locked: another process holds it (DuckDB allows one "
+                        f"writer at a time); gave up after {self.lock_timeout_s:g} s. Wait for that process to "
+                        f"finish or raise lock_timeout_s. DuckDB said: {exc}"
+                    ) from exc
+                logger.info("results store %s is locked by another process; retrying", self.db_path)
+                time.sleep(min(pause * (0.5 + random.random()), remaining))
+                pause = min(pause * 2, 1.0)
+
+    @contextmanager
+    def _connection(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        if not read_only:
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        connection = self._open(read_only)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._connection() as connection:
+            self._create_schema(connection)
+            connection.begin()
+            try:
+                yield connection
+            except BaseException:
+                connection.rollback()
+                raise
+            connection.commit()
+
+    @staticmethod
+    def _create_schema(connection: duckdb.DuckDBPyConnection) -> None:
+        for statement in _SCHEMA:
+            connection.execute(statement)
+
+    def ensure_schema(self) -> None:
+        """Create the tables and views if they are missing (idempotent)."""
+        with self._connection() as connection:
+            self._create_schema(connection)
+
+    # ----------------------------------------------------------------- writes
+
+    def upsert_coefficient(self, record: CoefficientRecord) -> None:
+        """Insert `record`, replacing the row of the same measurement; other rows stay."""
+        self._insert_or_replace("coefficients", _COEFFICIENT_COLUMNS, record)
+
+    def upsert_cross(self, record: CrossCoefficientRecord) -> None:
+        """Insert `record`, replacing the row of the same cross measurement; other rows stay."""
+        self._insert_or_replace("cross_coefficients", _CROSS_COLUMNS, record)
+
+    def _insert_or_replace(self, table: str, columns: Sequence[str], record: Any) -> None:
+        values = [getattr(record, column) for column in columns]
+        sql = f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        with self._transaction() as connection:
+            connection.execute(sql, values)
+        logger.debug("stored %s row %s", table, values[:3])
+
+    def upsert_dataset(self, dataset: str, *, source_type: str, description: str, spec: Mapping[str, Any]) -> None:
+        """Record a registered dataset; `registered_at` keeps the first registration time."""
+        now = _utcnow()
+        spec_json = json.dumps(spec, sort_keys=True, default=str)
+        with self._transaction() as connection:
+            connection.execute(
+                """
+                INSERT INTO datasets (dataset, source_type, description, spec_json, registered_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (dataset) DO UPDATE SET
+                    source_type = excluded.source_type, description = excluded.description,
+                    spec_json = excluded.spec_json, updated_at = excluded.updated_at
+                """,
+                [dataset, source_type, description, spec_json, now, now],
+            )
+
+    def upsert_probe(self, probe: str, *, fingerprint: str, config: Mapping[str, Any]) -> None:
+        """Record a registered probe config; `registered_at` keeps the first registration time."""
+        now = _utcnow()
+        config_json = json.dumps(config, sort_keys=True, default=str)
+        with self._transaction() as connection:
+            connection.execute(
+                """
+                INSERT INTO probes (probe, fingerprint, config_json, registered_at, updated_at)
+                VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (probe) DO UPDATE SET
+                    fingerprint = excluded.fingerprint, config_json = excluded.config_json,
+                    updated_at = excluded.updated_at
+                """,
+                [probe, fingerprint, config_json, now, now],
+            )
+
+    def register_parquet_view(self, name: str, glob: str | Path, *, hive_partitioning: bool = False) -> None:
+        """Create or replace view `name` over the Parquet files matching `glob`.
+
+        DuckDB binds the files when the view is created, so at least one must exist. A relative
+        glob is made absolute, so the view works from any working directory.
+        """
+        if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+            raise ValueError(
+                f"invalid view name {name!r}: use 1 to 63 letters, digits and '_', not starting with a digit"
+            )
+        if name.lower() in _OWN_RELATIONS:
+            raise ValueError(f"view name {name!r} is taken by the store's own tables and views; choose another")
+        pattern = os.path.abspath(os.path.expanduser(str(glob)))
+        if any(ord(char) < 32 or ord(char) == 127 for char in pattern):
+            raise ValueError(f"the Parquet glob {str(glob)!r} contains control characters; rename the files")
+        literal = "'" + pattern.replace("'", "''") + "'"
+        hive = "true" if hive_partitioning else "false"
+        sql = (
+            f'CREATE OR REPLACE VIEW "{name}" AS '
+            f"SELECT * FROM read_parquet({literal}, union_by_name = true, hive_partitioning = {hive})"
+        )
+        with self._transaction() as connection:
+            try:
+                connection.execute(sql)
+            except duckdb.IOException as exc:
+                raise FileNotFoundError(
+                    f"cannot create view {name!r}: no readable Parquet files match {pattern} ({exc})"
+                ) from None
+
+    # ----------------------------------------------------------------- reads
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query with parameters; rows as tuples."""
+        if not self.db_path.exists():
+            raise FileNotFoundError(f"results store {self.db_path} does not exist yet; nothing has been recorded")
+        with self._connection(read_only=True) as connection:
+            return connection.execute(sql, params).fetchall()
+
+    def _records(self, relation: str, cls: type, where: Mapping[str, str | None]) -> list[Any]:
+        if not self.db_path.exists():
+            return []
+        columns = [f.name for f in dataclasses.fields(cls)]
+        filters = {column: value for column, value in where.items() if value is not None}
+        clause = " AND ".join(f"{column} = ?" for column in filters) or "TRUE"
+        sql = f"SELECT {', '.join(columns)} FROM {relation} WHERE {clause} ORDER BY computed_at"
+        with self._connection(read_only=True) as connection:
+            present = connection.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [relation]
+            ).fetchone()[0]
+            if not present:
+                return []
+            rows = connection.execute(sql, list(filters.values())).fetchall()
+        records = []
+        for row in rows:
+            data = dict(zip(columns, row))
+            data["computed_at"] = data["computed_at"].astimezone(timezone.utc)
+            records.append(cls(**data))
+        return records
+
+    def coefficients(self, dataset: str | None = None, probe: str | None = None) -> list[CoefficientRecord]:
+        """All recorded coefficients (history included), oldest first, optionally filtered."""
+        return self._records("coefficients", CoefficientRecord, {"dataset": dataset, "probe": probe})
+
+    def latest_coefficient(self, dataset: str, probe: str) -> CoefficientRecord | None:
+        """The newest coefficient of (dataset, probe), or None."""
+        rows = self._records("latest_coefficients", CoefficientRecord, {"dataset": dataset, "probe": probe})
+        return rows[0] if rows else None
+
+    def cross_coefficients(self, probe: str | None = None) -> list[CrossCoefficientRecord]:
+        """All recorded cross coefficients (history included), oldest first."""
+        return self._records("cross_coefficients", CrossCoefficientRecord, {"probe": probe})
