@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 
 KEY_RULE = (
-    "1 to 63 characters: lowercase letters a-z, digits 0-9, '_' and '-', "
-    "starting with a letter or digit"
+    "1 to 63 characters: lowercase letters a-z, digits 0-9, '_' and '-', starting with a letter or digit"
 )
 _KEY_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 

@@ -1,9 +1,9 @@
 """Partitions of the audit assets: datasets (dynamic) x probes (static).
 
-Datasets come and go with the registry, so their partitions are dynamic: the registry sensor adds
-a partition per registered dataset. Probes are few and change with code review, so their keys are
-read from the registry when the definitions load (`DIVCOEF_REGISTRY` or `data/registry.yaml`); a
-malformed registry therefore fails the code location at load time with the registry's own error.
+Datasets and probes both come from the registry, so both dimensions are dynamic: the registry
+sensor (and `divcoef audit`) add a partition per registered dataset and probe. Loading the
+definitions therefore never depends on the registry file: a malformed registry shows up as a
+failed sensor tick or run with the registry's own error, not as a broken code location.
 
 Keys become folder names and SQL values, so `partition_keys` re-validates both halves of a key
 (`keys.validate_key`) before any asset uses them.
@@ -17,13 +17,12 @@ from typing import Any
 import dagster as dg
 
 from divcoef_assets.keys import InvalidKeyError, validate_key
-from divcoef_assets.registry import load_registry
 
 DATASET_DIMENSION = "dataset"
 PROBE_DIMENSION = "probe"
 
 dataset_partitions = dg.DynamicPartitionsDefinition(name=DATASET_DIMENSION)
-probe_partitions = dg.StaticPartitionsDefinition(list(load_registry().probes))
+probe_partitions = dg.DynamicPartitionsDefinition(name=PROBE_DIMENSION)
 dataset_probe_partitions = dg.MultiPartitionsDefinition(
     {DATASET_DIMENSION: dataset_partitions, PROBE_DIMENSION: probe_partitions}
 )

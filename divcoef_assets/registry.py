@@ -129,7 +129,9 @@ class Registry:
         try:
             return self.datasets[name]
         except KeyError:
-            raise KeyError(f"dataset {name!r} is not registered in {self.path}; known: {', '.join(self.datasets)}") from None
+            raise KeyError(
+                f"dataset {name!r} is not registered in {self.path}; known: {', '.join(self.datasets)}"
+            ) from None
 
     def probe(self, name: str | None = None) -> ProbeConfig:
         """The probe `name`, or the default probe when `name` is None."""
@@ -137,7 +139,9 @@ class Registry:
         try:
             return self.probes[name]
         except KeyError:
-            raise KeyError(f"probe {name!r} is not registered in {self.path}; known: {', '.join(self.probes)}") from None
+            raise KeyError(
+                f"probe {name!r} is not registered in {self.path}; known: {', '.join(self.probes)}"
+            ) from None
 
     def text_datasets(self) -> list[str]:
         """Names of datasets whose documents are texts (not synthetic token ids)."""
@@ -184,7 +188,9 @@ def load_registry(path: str | Path | None = None) -> Registry:
     path = Path(path).expanduser() if path is not None else default_registry_path()
     path = path.resolve()
     if not path.is_file():
-        raise RegistryError(f"registry file {path} not found; create it or set {REGISTRY_ENV} to an existing file")
+        raise RegistryError(
+            f"registry file {path} not found; create it or set {REGISTRY_ENV} to an existing file"
+        )
     try:
         with open(path, encoding="utf-8") as stream:
             data = yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
@@ -196,15 +202,13 @@ def load_registry(path: str | Path | None = None) -> Registry:
         raise RegistryError(f"registry {path}: the top level must be a mapping with {', '.join(_TOP_LEVEL)}")
     unknown = sorted(map(str, set(data) - set(_TOP_LEVEL)))
     if unknown:
-        raise RegistryError(f"registry {path}: unknown top-level key(s) {unknown}; allowed: {', '.join(_TOP_LEVEL)}")
+        raise RegistryError(
+            f"registry {path}: unknown top-level key(s) {unknown}; allowed: {', '.join(_TOP_LEVEL)}"
+        )
 
-    probes = {
-        name: _parse_probe(path, name, entry)
-        for name, entry in _section(path, data, "probes").items()
-    }
+    probes = {name: _parse_probe(path, name, entry) for name, entry in _section(path, data, "probes").items()}
     datasets = {
-        name: _parse_dataset(path, name, entry)
-        for name, entry in _section(path, data, "datasets").items()
+        name: _parse_dataset(path, name, entry) for name, entry in _section(path, data, "datasets").items()
     }
     _check_mixtures(path, datasets)
 
@@ -288,6 +292,10 @@ def _check_mixtures(path: Path, datasets: Mapping[str, DatasetSpec]) -> None:
                 )
             kind = datasets[component]
             if kind.is_mixture:
-                raise RegistryError(f"{where}: component {component!r} is itself a mixture; mixtures do not nest")
+                raise RegistryError(
+                    f"{where}: component {component!r} is itself a mixture; mixtures do not nest"
+                )
             if kind.is_synthetic:
-                raise RegistryError(f"{where}: component {component!r} is synthetic; a mixture's components must be text datasets")
+                raise RegistryError(
+                    f"{where}: component {component!r} is synthetic; a mixture's components must be text datasets"
+                )

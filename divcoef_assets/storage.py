@@ -49,7 +49,14 @@ logger = logging.getLogger(__name__)
 DEFAULT_LOCK_TIMEOUT_S = 60.0
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _OWN_RELATIONS = frozenset(
-    {"datasets", "probes", "coefficients", "cross_coefficients", "latest_coefficients", "latest_cross_coefficients"}
+    {
+        "datasets",
+        "probes",
+        "coefficients",
+        "cross_coefficients",
+        "latest_coefficients",
+        "latest_cross_coefficients",
+    }
 )
 
 
@@ -75,7 +82,11 @@ def _optional_float(name: str, value: float | None) -> float | None:
 
 
 def _check_common(record: Any) -> None:
-    if not isinstance(record.value, (int, float)) or isinstance(record.value, bool) or not math.isfinite(record.value):
+    if (
+        not isinstance(record.value, (int, float))
+        or isinstance(record.value, bool)
+        or not math.isfinite(record.value)
+    ):
         raise ValueError(f"value must be a finite number, got {record.value!r}")
     object.__setattr__(record, "value", float(record.value))
     for name in ("stderr", "ci_low", "ci_high", "noise_floor", "noise_floor_stderr", "noise_corrected"):
@@ -311,12 +322,16 @@ class ResultsStore:
 
     def _insert_or_replace(self, table: str, columns: Sequence[str], record: Any) -> None:
         values = [getattr(record, column) for column in columns]
-        sql = f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        sql = (
+            f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        )
         with self._transaction() as connection:
             connection.execute(sql, values)
         logger.debug("stored %s row %s", table, values[:3])
 
-    def upsert_dataset(self, dataset: str, *, source_type: str, description: str, spec: Mapping[str, Any]) -> None:
+    def upsert_dataset(
+        self, dataset: str, *, source_type: str, description: str, spec: Mapping[str, Any]
+    ) -> None:
         """Record a registered dataset; `registered_at` keeps the first registration time."""
         now = _utcnow()
         spec_json = json.dumps(spec, sort_keys=True, default=str)
@@ -359,7 +374,9 @@ class ResultsStore:
                 f"invalid view name {name!r}: use 1 to 63 letters, digits and '_', not starting with a digit"
             )
         if name.lower() in _OWN_RELATIONS:
-            raise ValueError(f"view name {name!r} is taken by the store's own tables and views; choose another")
+            raise ValueError(
+                f"view name {name!r} is taken by the store's own tables and views; choose another"
+            )
         pattern = os.path.abspath(os.path.expanduser(str(glob)))
         if any(ord(char) < 32 or ord(char) == 127 for char in pattern):
             raise ValueError(f"the Parquet glob {str(glob)!r} contains control characters; rename the files")
@@ -382,7 +399,9 @@ class ResultsStore:
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query with parameters; rows as tuples."""
         if not self.db_path.exists():
-            raise FileNotFoundError(f"results store {self.db_path} does not exist yet; nothing has been recorded")
+            raise FileNotFoundError(
+                f"results store {self.db_path} does not exist yet; nothing has been recorded"
+            )
         with self._connection(read_only=True) as connection:
             return connection.execute(sql, params).fetchall()
 

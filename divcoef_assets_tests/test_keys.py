@@ -19,8 +19,30 @@ from divcoef_assets.partitions import (
 
 VALID = ["a", "0", "bible", "ginc-c8", "mix_bible-jargon", "x" * 63, "9lives"]
 INVALID = [
-    "", "Bible", "a.b", "..", "a/b", "a\\b", "a'b", 'a"b', "a|b", "a,b", "a[b]", "a(b)", "a b",
-    "a\tb", "bible\n", "a\x00", "a\x7f", "-a", "_a", "x" * 64, "é", "a;b", "a=b", "a*",
+    "",
+    "Bible",
+    "a.b",
+    "..",
+    "a/b",
+    "a\\b",
+    "a'b",
+    'a"b',
+    "a|b",
+    "a,b",
+    "a[b]",
+    "a(b)",
+    "a b",
+    "a\tb",
+    "bible\n",
+    "a\x00",
+    "a\x7f",
+    "-a",
+    "_a",
+    "x" * 64,
+    "é",
+    "a;b",
+    "a=b",
+    "a*",
 ]
 
 
@@ -85,6 +107,6 @@ def test_dataset_probe_key_validates() -> None:
         dataset_probe_key("../etc", "gpt2")
 
 
-def test_probe_partitions_come_from_the_registry() -> None:
-    assert "gpt2" in probe_partitions.get_partition_keys()
-    assert set(dataset_probe_partitions.partition_dimension_names) == {"dataset", "probe"}
+def test_partitions_are_dataset_by_probe() -> None:
+    assert dataset_probe_partitions.partition_dimension_names == ["dataset", "probe"]
+    assert isinstance(probe_partitions, dg.DynamicPartitionsDefinition) and probe_partitions.name == "probe"

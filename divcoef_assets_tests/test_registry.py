@@ -61,15 +61,36 @@ def write_registry(folder: Path, text: str = GOOD) -> Path:
 def test_shipped_registry_loads_with_the_expected_entries() -> None:
     registry = load_registry(DEFAULT_REGISTRY_PATH)
     expected = {
-        "bible", "fortunes", "jargon", "lower-bound", "upper-bound",
-        "ginc-c1", "ginc-c2", "ginc-c4", "ginc-c8", "ginc-c16", "ginc-c32",
-        "ginc-v10", "ginc-v50", "ginc-v200", "ginc-v1000", "mix-bible-jargon", "concat-bible-jargon",
+        "bible",
+        "fortunes",
+        "jargon",
+        "lower-bound",
+        "upper-bound",
+        "ginc-c1",
+        "ginc-c2",
+        "ginc-c4",
+        "ginc-c8",
+        "ginc-c16",
+        "ginc-c32",
+        "ginc-v10",
+        "ginc-v50",
+        "ginc-v200",
+        "ginc-v1000",
+        "mix-bible-jargon",
+        "concat-bible-jargon",
     }
     assert set(registry.datasets) == expected
     assert registry.default_probe == "gpt2"
     gpt2 = registry.probe()
-    assert (gpt2.model, gpt2.init, gpt2.batch_size, gpt2.seq_len, gpt2.n_batches, gpt2.epochs, gpt2.fisher) == (
-        "gpt2", "pretrained", 512, 128, 200, 10, "mc")
+    assert (
+        gpt2.model,
+        gpt2.init,
+        gpt2.batch_size,
+        gpt2.seq_len,
+        gpt2.n_batches,
+        gpt2.epochs,
+        gpt2.fisher,
+    ) == ("gpt2", "pretrained", 512, 128, 200, 10, "mc")
     concepts = [registry.datasets[f"ginc-c{c}"].source.n_concepts for c in (1, 2, 4, 8, 16, 32)]
     assert concepts == [1, 2, 4, 8, 16, 32]
     vocabularies = [registry.datasets[f"ginc-v{v}"].source.vocab_size for v in (10, 50, 200, 1000)]
@@ -111,14 +132,19 @@ def test_default_path_and_env_override(tmp_path: Path, monkeypatch: pytest.Monke
 # ----------------------------------------------------------------------------- a local registry
 
 
-def test_relative_paths_resolve_against_the_registry_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_paths_resolve_against_the_registry_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write_registry(tmp_path / "cfg")
     monkeypatch.chdir(tmp_path)  # the working directory must not matter
     registry = load_registry(path)
     assert registry.base_dir == path.parent.resolve()
     assert list(registry.iter_dataset_texts("notes")) == [("notes", "note one"), ("notes", "note two")]
     assert list(registry.iter_dataset_texts("mix")) == [
-        ("notes", "note one"), ("notes", "note two"), ("extra", "extra line")]
+        ("notes", "note one"),
+        ("notes", "note two"),
+        ("extra", "extra line"),
+    ]
     assert registry.text_datasets() == ["notes", "extra", "mix"]
     with pytest.raises(ValueError, match="synthetic"):
         list(registry.iter_dataset_texts("ginc"))
@@ -130,7 +156,9 @@ def test_fingerprint_is_stable_location_free_and_content_sensitive(tmp_path: Pat
     first = load_registry(write_registry(tmp_path / "one"))
     second = load_registry(write_registry(tmp_path / "two"))
     assert first.fingerprint() == second.fingerprint() == load_registry(first.path).fingerprint()
-    changed = load_registry(write_registry(tmp_path / "three", GOOD.replace("n_concepts: 2", "n_concepts: 3")))
+    changed = load_registry(
+        write_registry(tmp_path / "three", GOOD.replace("n_concepts: 2", "n_concepts: 3"))
+    )
     assert changed.fingerprint() != first.fingerprint()
 
 
@@ -152,31 +180,84 @@ def test_lookups_of_unknown_names_list_the_known_ones(tmp_path: Path) -> None:
 
 
 BAD_CASES = [
-    ("unknown-source", "    source: files\n", "    source: ftp\n",
-     r"dataset 'notes': unknown source type 'ftp'; known types: files, huggingface, duckdb, synthetic, mixture"),
-    ("unknown-probe-field", "    epochs: 1\n", "    epochs: 1\n    learning_rate: 0.1\n",
-     r"probe 'small': unknown field\(s\) \['learning_rate'\]; allowed: model"),
-    ("zero-batch", "batch_size: 8", "batch_size: 0", r"probe 'small': .*batch_size must be a positive integer"),
-    ("negative-batch", "batch_size: 8", "batch_size: -3", r"probe 'small': .*batch_size must be a positive integer"),
-    ("unknown-dataset-field", "    path: corpus/notes.jsonl\n", "    path: corpus/notes.jsonl\n    colum: body\n",
-     r"dataset 'notes': unknown field\(s\) 'colum' for a files source"),
+    (
+        "unknown-source",
+        "    source: files\n",
+        "    source: ftp\n",
+        r"dataset 'notes': unknown source type 'ftp'; known types: files, huggingface, duckdb, synthetic, mixture",
+    ),
+    (
+        "unknown-probe-field",
+        "    epochs: 1\n",
+        "    epochs: 1\n    learning_rate: 0.1\n",
+        r"probe 'small': unknown field\(s\) \['learning_rate'\]; allowed: model",
+    ),
+    (
+        "zero-batch",
+        "batch_size: 8",
+        "batch_size: 0",
+        r"probe 'small': .*batch_size must be a positive integer",
+    ),
+    (
+        "negative-batch",
+        "batch_size: 8",
+        "batch_size: -3",
+        r"probe 'small': .*batch_size must be a positive integer",
+    ),
+    (
+        "unknown-dataset-field",
+        "    path: corpus/notes.jsonl\n",
+        "    path: corpus/notes.jsonl\n    colum: body\n",
+        r"dataset 'notes': unknown field\(s\) 'colum' for a files source",
+    ),
     ("bad-dataset-key", "  notes:\n", "  Notes.v2:\n", r"datasets: invalid dataset key 'Notes.v2'"),
     ("bad-probe-key", "  small:\n", "  small probe:\n", r"probes: invalid probe key 'small probe'"),
     ("numeric-key", "  extra:\n", "  2024:\n", r"invalid dataset key 2024: expected a string.*quote it"),
-    ("unknown-component", "[notes, extra]", "[notes, missing]",
-     r"dataset 'mix': component 'missing' is not a registered dataset"),
-    ("synthetic-component", "[notes, extra]", "[notes, ginc]", r"dataset 'mix': component 'ginc' is synthetic"),
-    ("weights-length", "weights: [1, 1]", "weights: [1]", r"dataset 'mix': weights must have one number per component"),
-    ("missing-source", "    source: files\n    description: a few notes\n", "    description: a few notes\n",
-     r"dataset 'notes': missing `source`"),
-    ("missing-required", "    path: corpus/extra.txt\n", "    format: text\n",
-     r"dataset 'extra': a files source needs field\(s\) 'path'"),
-    ("default-probe", "default_probe: small", "default_probe: large",
-     r"default_probe 'large' is not among the probes \['small'\]"),
+    (
+        "unknown-component",
+        "[notes, extra]",
+        "[notes, missing]",
+        r"dataset 'mix': component 'missing' is not a registered dataset",
+    ),
+    (
+        "synthetic-component",
+        "[notes, extra]",
+        "[notes, ginc]",
+        r"dataset 'mix': component 'ginc' is synthetic",
+    ),
+    (
+        "weights-length",
+        "weights: [1, 1]",
+        "weights: [1]",
+        r"dataset 'mix': weights must have one number per component",
+    ),
+    (
+        "missing-source",
+        "    source: files\n    description: a few notes\n",
+        "    description: a few notes\n",
+        r"dataset 'notes': missing `source`",
+    ),
+    (
+        "missing-required",
+        "    path: corpus/extra.txt\n",
+        "    format: text\n",
+        r"dataset 'extra': a files source needs field\(s\) 'path'",
+    ),
+    (
+        "default-probe",
+        "default_probe: small",
+        "default_probe: large",
+        r"default_probe 'large' is not among the probes \['small'\]",
+    ),
     ("no-default-probe", "default_probe: small\n", "", r"`default_probe` is missing"),
     ("top-level", "probes:\n", "probe_list: 1\nprobes:\n", r"unknown top-level key\(s\) \['probe_list'\]"),
     ("duplicate", "  extra:\n", "  notes:\n", r"key 'notes' appears twice \(lines 10 and 14\)"),
-    ("name-mismatch", "    init: random\n", "    init: random\n    name: other\n", r"probe 'small': `name` is the entry's key"),
+    (
+        "name-mismatch",
+        "    init: random\n",
+        "    init: random\n    name: other\n",
+        r"probe 'small': `name` is the entry's key",
+    ),
     ("bad-yaml", "datasets:\n", "datasets: [\n", r"not valid YAML"),
 ]
 
@@ -199,7 +280,9 @@ def test_mixture_of_mixtures_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_registry_file(tmp_path: Path) -> None:
-    with pytest.raises(RegistryError, match=rf"registry file {tmp_path}/absent.yaml not found.*{REGISTRY_ENV}"):
+    with pytest.raises(
+        RegistryError, match=rf"registry file {tmp_path}/absent.yaml not found.*{REGISTRY_ENV}"
+    ):
         load_registry(tmp_path / "absent.yaml")
 
 

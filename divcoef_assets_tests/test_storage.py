@@ -27,9 +27,19 @@ HOSTILE = "x'); DROP TABLE coefficients; --"
 
 def record(**changes) -> CoefficientRecord:
     values = dict(
-        dataset="bible", probe="gpt2", snapshot_fingerprint="s1", probe_fingerprint="p1",
-        value=0.2, stderr=0.01, ci_low=0.18, ci_high=0.22, n_batches=10, n_pairs=45,
-        code_version="abc", run_id="run-1", computed_at=T0,
+        dataset="bible",
+        probe="gpt2",
+        snapshot_fingerprint="s1",
+        probe_fingerprint="p1",
+        value=0.2,
+        stderr=0.01,
+        ci_low=0.18,
+        ci_high=0.22,
+        n_batches=10,
+        n_pairs=45,
+        code_version="abc",
+        run_id="run-1",
+        computed_at=T0,
     )
     values.update(changes)
     return CoefficientRecord(**values)
@@ -37,8 +47,17 @@ def record(**changes) -> CoefficientRecord:
 
 def cross(**changes) -> CrossCoefficientRecord:
     values = dict(
-        dataset_a="bible", dataset_b="jargon", probe="gpt2", snapshot_a="s1", snapshot_b="t1",
-        probe_fingerprint="p1", value=0.3, n_batches_a=5, n_batches_b=5, n_pairs=25, computed_at=T0,
+        dataset_a="bible",
+        dataset_b="jargon",
+        probe="gpt2",
+        snapshot_a="s1",
+        snapshot_b="t1",
+        probe_fingerprint="p1",
+        value=0.3,
+        n_batches_a=5,
+        n_batches_b=5,
+        n_pairs=25,
+        computed_at=T0,
     )
     values.update(changes)
     return CrossCoefficientRecord(**values)
@@ -54,7 +73,13 @@ def test_ensure_schema_is_idempotent(tmp_path: Path) -> None:
     store.ensure_schema()
     store.ensure_schema()
     assert tables(store.db_path) >= {
-        "datasets", "probes", "coefficients", "cross_coefficients", "latest_coefficients", "latest_cross_coefficients"}
+        "datasets",
+        "probes",
+        "coefficients",
+        "cross_coefficients",
+        "latest_coefficients",
+        "latest_cross_coefficients",
+    }
 
 
 def test_reads_of_a_missing_store_are_empty(tmp_path: Path) -> None:
@@ -72,7 +97,9 @@ def test_upsert_is_idempotent_and_keeps_history(tmp_path: Path) -> None:
     rows = store.coefficients("bible", "gpt2")
     assert len(rows) == 1 and rows[0].value == 0.25 and rows[0].run_id == "run-2"
 
-    store.upsert_coefficient(record(snapshot_fingerprint="s2", value=0.4, computed_at=T0 + timedelta(hours=1)))
+    store.upsert_coefficient(
+        record(snapshot_fingerprint="s2", value=0.4, computed_at=T0 + timedelta(hours=1))
+    )
     assert [r.snapshot_fingerprint for r in store.coefficients("bible", "gpt2")] == ["s1", "s2"]
     # A changed probe config under the same probe key is another measurement, kept as history.
     store.upsert_coefficient(record(probe_fingerprint="p2", value=0.1, computed_at=T0 - timedelta(hours=1)))
@@ -83,7 +110,9 @@ def test_upsert_is_idempotent_and_keeps_history(tmp_path: Path) -> None:
     assert latest is not None and latest.snapshot_fingerprint == "s2" and latest.value == 0.4
     assert latest.computed_at == T0 + timedelta(hours=1)
     assert store.query("SELECT dataset, value FROM latest_coefficients ORDER BY dataset") == [
-        ("bible", 0.4), ("jargon", 0.3)]
+        ("bible", 0.4),
+        ("jargon", 0.3),
+    ]
     assert store.query("SELECT count(*) FROM coefficients") == [(4,)]
 
 
@@ -137,7 +166,9 @@ def test_hostile_names_are_stored_as_plain_values(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.duckdb")
     store.upsert_coefficient(record())
     store.upsert_coefficient(record(dataset=HOSTILE, probe="'; DELETE FROM coefficients; --"))
-    store.upsert_dataset(HOSTILE, source_type="files'--", description="\"); DROP TABLE datasets; --", spec={HOSTILE: 1})
+    store.upsert_dataset(
+        HOSTILE, source_type="files'--", description='"); DROP TABLE datasets; --', spec={HOSTILE: 1}
+    )
     store.upsert_probe(HOSTILE, fingerprint="'", config={})
     store.upsert_cross(cross(dataset_a=HOSTILE))
     assert tables(store.db_path) >= {"coefficients", "datasets", "probes", "cross_coefficients"}
@@ -161,8 +192,13 @@ def test_register_parquet_view(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "name, message",
-    [("emb; DROP TABLE coefficients", "invalid view name"), ('e"x', "invalid view name"), ("1x", "invalid view name"),
-     ("coefficients", "taken by the store"), ("Latest_Coefficients", "taken by the store")],
+    [
+        ("emb; DROP TABLE coefficients", "invalid view name"),
+        ('e"x', "invalid view name"),
+        ("1x", "invalid view name"),
+        ("coefficients", "taken by the store"),
+        ("Latest_Coefficients", "taken by the store"),
+    ],
 )
 def test_register_parquet_view_rejects_bad_names(tmp_path: Path, name: str, message: str) -> None:
     pq.write_table(pa.table({"x": [1]}), tmp_path / "a.parquet")

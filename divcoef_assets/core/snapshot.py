@@ -44,9 +44,7 @@ from divcoef_assets.core.sources import MIXTURE_MODES, SyntheticSource, source_t
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_SCHEMA = pa.schema(
-    [("doc_index", pa.int64()), ("source", pa.string()), ("text", pa.large_string())]
-)
+SNAPSHOT_SCHEMA = pa.schema([("doc_index", pa.int64()), ("source", pa.string()), ("text", pa.large_string())])
 # Flush a row group early once its texts reach this many characters, whatever `chunk_rows` says.
 _MAX_CHUNK_CHARS = 64 * 1024 * 1024
 _FINGERPRINT_TAG = b"divcoef-snapshot-v1\x00"
@@ -141,8 +139,11 @@ def write_snapshot(
         nonlocal sources, bodies, chunk_chars, n_row_groups
         start = n_documents - len(bodies)
         table = pa.table(
-            [pa.array(np.arange(start, n_documents, dtype=np.int64)), pa.array(sources, pa.string()),
-             pa.array(bodies, pa.large_string())],
+            [
+                pa.array(np.arange(start, n_documents, dtype=np.int64)),
+                pa.array(sources, pa.string()),
+                pa.array(bodies, pa.large_string()),
+            ],
             schema=SNAPSHOT_SCHEMA,
         )
         writer.write_table(table, row_group_size=len(bodies))
@@ -153,7 +154,9 @@ def write_snapshot(
         with pq.ParquetWriter(temp_path, SNAPSHOT_SCHEMA, compression="zstd") as writer:
             for position, pair in enumerate(texts):
                 if not (isinstance(pair, tuple) and len(pair) == 2):
-                    raise TypeError(f"item {position} of the snapshot input is {pair!r}, expected (source, text)")
+                    raise TypeError(
+                        f"item {position} of the snapshot input is {pair!r}, expected (source, text)"
+                    )
                 source, text = pair
                 if not isinstance(source, str) or not source:
                     raise TypeError(f"item {position}: source must be a non-empty string, got {source!r}")
@@ -161,7 +164,9 @@ def write_snapshot(
                     n_dropped += 1
                     continue
                 if not isinstance(text, str):
-                    raise TypeError(f"item {position} (source {source!r}): text is a {type(text).__name__}, not a string")
+                    raise TypeError(
+                        f"item {position} (source {source!r}): text is a {type(text).__name__}, not a string"
+                    )
                 try:
                     encoded = text.encode("utf-8")
                 except UnicodeEncodeError as exc:
@@ -204,7 +209,11 @@ def write_snapshot(
         raise
     logger.info(
         "snapshot %s: %d documents (%d empty dropped), %d chars, fingerprint %s",
-        out_path, n_documents, n_dropped, n_chars, info.fingerprint,
+        out_path,
+        n_documents,
+        n_dropped,
+        n_chars,
+        info.fingerprint,
     )
     return info
 
@@ -214,7 +223,9 @@ def snapshot_info(path: str | Path) -> SnapshotInfo:
     path = Path(path)
     metadata = pq.read_metadata(path).metadata or {}
     if _META_KEY not in metadata:
-        raise ValueError(f"{path} is not a snapshot written by write_snapshot (no {_META_KEY.decode()} footer)")
+        raise ValueError(
+            f"{path} is not a snapshot written by write_snapshot (no {_META_KEY.decode()} footer)"
+        )
     data = json.loads(metadata[_META_KEY])
     return SnapshotInfo(
         path=path,
@@ -242,7 +253,9 @@ def read_texts(path: str | Path, doc_indices: Sequence[int] | np.ndarray) -> lis
         n_rows = metadata.num_rows
         if wanted.min() < 0 or wanted.max() >= n_rows:
             bad = wanted[(wanted < 0) | (wanted >= n_rows)][0]
-            raise IndexError(f"{path}: document index {int(bad)} is out of range (the snapshot has {n_rows} rows)")
+            raise IndexError(
+                f"{path}: document index {int(bad)} is out of range (the snapshot has {n_rows} rows)"
+            )
         # starts[g] = first row of row group g
         starts = np.cumsum([0] + [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)])
         unique = np.unique(wanted)
@@ -321,8 +334,14 @@ def mixture_batch_indices(
     if mode not in MIXTURE_MODES:
         raise ValueError(f"mode must be one of {', '.join(MIXTURE_MODES)}, got {mode!r}")
     for name, value in (("batch_size", batch_size), ("batch_index", batch_index), ("seed", seed)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < (1 if name == "batch_size" else 0):
-            raise ValueError(f"{name} must be a {'positive' if name == 'batch_size' else 'non-negative'} integer, got {value!r}")
+        if (
+            not isinstance(value, (int, np.integer))
+            or isinstance(value, bool)
+            or value < (1 if name == "batch_size" else 0)
+        ):
+            raise ValueError(
+                f"{name} must be a {'positive' if name == 'batch_size' else 'non-negative'} integer, got {value!r}"
+            )
     if not weights:
         raise ValueError("weights must name at least one component")
     names = list(weights)
@@ -343,8 +362,11 @@ def mixture_batch_indices(
     if mode == "interleave":
         counts = _largest_remainder(values, batch_size)
         parts = [
-            np.random.default_rng([seed, batch_index, k]).choice(rows_of(name, int(count)), size=int(count), replace=False)
-            for k, (name, count) in enumerate(zip(names, counts)) if count > 0
+            np.random.default_rng([seed, batch_index, k]).choice(
+                rows_of(name, int(count)), size=int(count), replace=False
+            )
+            for k, (name, count) in enumerate(zip(names, counts))
+            if count > 0
         ]
         batch = np.concatenate(parts).astype(np.int64)
         return np.random.default_rng([seed, batch_index]).permutation(batch)

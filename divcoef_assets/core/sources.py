@@ -33,7 +33,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +120,14 @@ class FilesSource:
                 f"set `format` to one of {', '.join(FILE_FORMATS)}",
             )
             object.__setattr__(self, "format", inferred)
-        _require(self.format in FILE_FORMATS, f"format must be one of {', '.join(FILE_FORMATS)}, got {self.format!r}")
+        _require(
+            self.format in FILE_FORMATS,
+            f"format must be one of {', '.join(FILE_FORMATS)}, got {self.format!r}",
+        )
         _check_name("text_column", self.text_column)
-        _require(self.split in TEXT_SPLITS, f"split must be one of {', '.join(TEXT_SPLITS)}, got {self.split!r}")
+        _require(
+            self.split in TEXT_SPLITS, f"split must be one of {', '.join(TEXT_SPLITS)}, got {self.split!r}"
+        )
         _require(
             self.split == "lines" or self.format == "text",
             f"split applies to the `text` format only (this source is {self.format})",
@@ -148,10 +153,16 @@ class HuggingFaceSource:
 
     def __post_init__(self) -> None:
         _check_name("path", self.path)
-        _require(self.name is None or (isinstance(self.name, str) and self.name != ""), f"name must be a non-empty string, got {self.name!r}")
+        _require(
+            self.name is None or (isinstance(self.name, str) and self.name != ""),
+            f"name must be a non-empty string, got {self.name!r}",
+        )
         _check_name("split", self.split)
         _check_name("text_column", self.text_column)
-        _require(self.streaming is None or isinstance(self.streaming, bool), f"streaming must be true or false, got {self.streaming!r}")
+        _require(
+            self.streaming is None or isinstance(self.streaming, bool),
+            f"streaming must be true or false, got {self.streaming!r}",
+        )
         _check_optional_count("max_documents", self.max_documents)
 
     @property
@@ -199,8 +210,14 @@ class SyntheticSource:
     GINC_DEFAULTS: ClassVar[Mapping[str, int]] = {"n_concepts": 8, "vocab_size": 50, "n_states": 10}
 
     def __post_init__(self) -> None:
-        _require(self.kind in SYNTHETIC_KINDS, f"kind must be one of {', '.join(SYNTHETIC_KINDS)}, got {self.kind!r}")
-        _require(_is_positive_int(self.n_sequences), f"n_sequences must be a positive integer, got {self.n_sequences!r}")
+        _require(
+            self.kind in SYNTHETIC_KINDS,
+            f"kind must be one of {', '.join(SYNTHETIC_KINDS)}, got {self.kind!r}",
+        )
+        _require(
+            _is_positive_int(self.n_sequences),
+            f"n_sequences must be a positive integer, got {self.n_sequences!r}",
+        )
         _require(
             isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
             f"seed must be a non-negative integer, got {self.seed!r}",
@@ -235,24 +252,36 @@ class MixtureSource:
     mode: Literal["interleave", "concat"] = "interleave"
 
     def __post_init__(self) -> None:
+        for name in ("components", "weights"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         _require(
             isinstance(self.components, tuple) and len(self.components) >= 1,
             f"components must be a non-empty list of dataset names, got {self.components!r}",
         )
         for component in self.components:
             _check_name("each component", component)
-        _require(len(set(self.components)) == len(self.components), f"components repeat a name: {list(self.components)}")
+        _require(
+            len(set(self.components)) == len(self.components),
+            f"components repeat a name: {list(self.components)}",
+        )
         _require(isinstance(self.weights, tuple), f"weights must be a list of numbers, got {self.weights!r}")
         _require(
             len(self.weights) == len(self.components),
-            f"weights must have one number per component: {len(self.components)} components, {len(self.weights)} weights",
+            f"weights must have one number per component: "
+            f"{len(self.components)} components, {len(self.weights)} weights",
         )
         for weight in self.weights:
             _require(
-                isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight) and weight > 0,
+                isinstance(weight, (int, float))
+                and not isinstance(weight, bool)
+                and math.isfinite(weight)
+                and weight > 0,
                 f"weights must be positive finite numbers, got {weight!r}",
             )
-        _require(self.mode in MIXTURE_MODES, f"mode must be one of {', '.join(MIXTURE_MODES)}, got {self.mode!r}")
+        _require(
+            self.mode in MIXTURE_MODES, f"mode must be one of {', '.join(MIXTURE_MODES)}, got {self.mode!r}"
+        )
 
     @property
     def is_synthetic(self) -> bool:
@@ -264,7 +293,7 @@ class MixtureSource:
         return dict(zip(self.components, (float(w) for w in self.weights)))
 
 
-SourceSpec = Union[FilesSource, HuggingFaceSource, DuckDBSource, SyntheticSource, MixtureSource]
+SourceSpec = FilesSource | HuggingFaceSource | DuckDBSource | SyntheticSource | MixtureSource
 _SOURCE_CLASSES: dict[str, type] = {
     cls.type: cls for cls in (FilesSource, HuggingFaceSource, DuckDBSource, SyntheticSource, MixtureSource)
 }
@@ -307,8 +336,11 @@ def parse_source(source_type: object, fields: Mapping[str, Any], *, where: str =
     except SourceSpecError as exc:
         raise SourceSpecError(f"{where}: {exc}") from None
     except TypeError as exc:  # a required field is missing
-        missing = [f.name for f in dataclasses.fields(_SOURCE_CLASSES[source_type])
-                   if f.default is dataclasses.MISSING and f.name not in fields]
+        missing = [
+            f.name
+            for f in dataclasses.fields(_SOURCE_CLASSES[source_type])
+            if f.default is dataclasses.MISSING and f.name not in fields
+        ]
         raise SourceSpecError(
             f"{where}: a {source_type} source needs field(s) {', '.join(map(repr, missing))} ({exc})"
         ) from None
@@ -348,7 +380,9 @@ def describe(spec: SourceSpec | DatasetSpec) -> str:
     if isinstance(spec, DatasetSpec):
         spec = spec.source
     if isinstance(spec, FilesSource):
-        detail = f"column {spec.text_column!r}" if spec.format != "text" else f"one document per {spec.split[:-1]}"
+        detail = (
+            f"column {spec.text_column!r}" if spec.format != "text" else f"one document per {spec.split[:-1]}"
+        )
         text = f"files {spec.path} ({spec.format}, {detail})"
     elif isinstance(spec, HuggingFaceSource):
         config = f"/{spec.name}" if spec.name else ""
@@ -391,7 +425,9 @@ def iter_texts(spec: SourceSpec | DatasetSpec, base_dir: str | Path) -> Iterator
     elif isinstance(spec, DuckDBSource):
         texts = _iter_duckdb(spec, base)
     elif isinstance(spec, SyntheticSource):
-        raise SourceSpecError(f"a synthetic source ({spec.kind}) produces token ids, not texts: use core/synthetic.py")
+        raise SourceSpecError(
+            f"a synthetic source ({spec.kind}) produces token ids, not texts: use core/synthetic.py"
+        )
     elif isinstance(spec, MixtureSource):
         raise SourceSpecError("a mixture has no texts of its own: read each of its components")
     else:
@@ -414,7 +450,9 @@ def _check_text(value: object, where: str) -> str:
             "fix the record or point text_column at a string field"
         )
     if "\x00" in value:
-        raise SourceDataError(f"{where}: the text contains a NUL character; is this a binary file? clean the record")
+        raise SourceDataError(
+            f"{where}: the text contains a NUL character; is this a binary file? clean the record"
+        )
     return value
 
 
@@ -439,7 +477,9 @@ def _matched_files(spec: FilesSource, base: Path) -> list[Path]:
             f"file {spec.path!r} not found (resolved to {pattern}); check the path, which is relative to {base}"
         )
     if pattern.is_dir():
-        raise SourceSpecError(f"{pattern} is a folder: use a glob such as '{spec.path.rstrip('/')}/*.{spec.format}'")
+        raise SourceSpecError(
+            f"{pattern} is a folder: use a glob such as '{spec.path.rstrip('/')}/*.{spec.format}'"
+        )
     return [pattern]
 
 
@@ -486,7 +526,9 @@ def _iter_jsonl(path: Path, spec: FilesSource) -> Iterator[str]:
                 "every line of a JSONL file must be one complete JSON object"
             ) from None
         if not isinstance(record, dict):
-            raise SourceDataError(f"{path}, line {lineno}: expected a JSON object, got {type(record).__name__}")
+            raise SourceDataError(
+                f"{path}, line {lineno}: expected a JSON object, got {type(record).__name__}"
+            )
         if column not in record:
             raise SourceDataError(
                 f"{path}, line {lineno}: no field {column!r}; the record has {sorted(record)}; "
@@ -572,8 +614,11 @@ def _iter_parquet(path: Path, spec: FilesSource) -> Iterator[str]:
                 f"{path}: no column {spec.text_column!r}; the file has {schema.names}; set text_column to one of them"
             )
         column_type = schema.field(spec.text_column).type
-        if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)
-                or pa.types.is_string_view(column_type)):
+        if not (
+            pa.types.is_string(column_type)
+            or pa.types.is_large_string(column_type)
+            or pa.types.is_string_view(column_type)
+        ):
             raise SourceDataError(
                 f"{path}, row 1: column {spec.text_column!r} holds {column_type} values, not strings; "
                 "point text_column at a string column"
@@ -640,7 +685,9 @@ def _iter_hub(spec: HuggingFaceSource) -> Iterator[str]:
     except ConnectionError as exc:
         raise _hub_error(spec, exc) from exc
     except Exception as exc:  # unknown dataset, config or split: the library's message says which
-        raise SourceDataError(f"could not load Hugging Face dataset {spec.path!r} ({type(exc).__name__}: {exc})") from exc
+        raise SourceDataError(
+            f"could not load Hugging Face dataset {spec.path!r} ({type(exc).__name__}: {exc})"
+        ) from exc
     row = 0
     try:
         for record in loaded:
@@ -675,7 +722,9 @@ def _iter_duckdb(spec: DuckDBSource, base: Path) -> Iterator[str]:
         except duckdb.Error as exc:
             raise SourceDataError(f"{database}: the query does not parse ({exc})") from None
         if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-            raise SourceDataError(f"{database}: the query must be exactly one SELECT statement, got {spec.query!r}")
+            raise SourceDataError(
+                f"{database}: the query must be exactly one SELECT statement, got {spec.query!r}"
+            )
         try:
             cursor = connection.execute(statements[0])
         except duckdb.Error as exc:

@@ -94,8 +94,12 @@ def test_empty_input_raises_and_writes_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "bad, message",
-    [(["text only"], "expected \\(source, text\\)"), ([("", "x")], "source must be a non-empty string"),
-     ([("a", 3)], "text is a int"), ([("a", "bad \ud800 surrogate")], "lone surrogate")],
+    [
+        (["text only"], "expected \\(source, text\\)"),
+        ([("", "x")], "source must be a non-empty string"),
+        ([("a", 3)], "text is a int"),
+        ([("a", "bad \ud800 surrogate")], "lone surrogate"),
+    ],
 )
 def test_bad_pairs_raise_with_position(tmp_path: Path, bad, message: str) -> None:
     with pytest.raises((TypeError, ValueError), match=message):
@@ -117,8 +121,10 @@ def test_200k_line_jsonl_streams_in_many_row_groups(tmp_path: Path) -> None:
     info = write_snapshot(texts, tmp_path / "big.parquet")
     assert info.n_documents == n and info.n_row_groups == -(-n // 8192)
     assert pq.ParquetFile(info.path).metadata.num_row_groups == info.n_row_groups
-    assert read_texts(info.path, [n - 1, 0]) == [f"document number {n - 1} " + "lorem ipsum " * 4,
-                                               "document number 0 " + "lorem ipsum " * 4]
+    assert read_texts(info.path, [n - 1, 0]) == [
+        f"document number {n - 1} " + "lorem ipsum " * 4,
+        "document number 0 " + "lorem ipsum " * 4,
+    ]
 
 
 def test_snapshot_memory_stays_flat(tmp_path: Path) -> None:
@@ -170,11 +176,18 @@ def test_synthetic_snapshot_fingerprints_the_spec(tmp_path: Path) -> None:
     spec = SyntheticSource(kind="ginc", n_concepts=8)
     info = synthetic_snapshot(spec)
     assert info.path is None and info.n_documents == 4096 and info.kind == "ginc"
-    assert synthetic_snapshot(SyntheticSource(kind="ginc", n_concepts=8, vocab_size=50, n_states=10)).fingerprint == info.fingerprint
+    assert (
+        synthetic_snapshot(SyntheticSource(kind="ginc", n_concepts=8, vocab_size=50, n_states=10)).fingerprint
+        == info.fingerprint
+    )
     assert synthetic_snapshot(SyntheticSource(kind="ginc", n_concepts=16)).fingerprint != info.fingerprint
-    assert synthetic_snapshot(SyntheticSource(kind="ginc", n_concepts=8, seed=1)).fingerprint != info.fingerprint
-    assert synthetic_snapshot(SyntheticSource(kind="lower_bound")).fingerprint != synthetic_snapshot(
-        SyntheticSource(kind="upper_bound")).fingerprint
+    assert (
+        synthetic_snapshot(SyntheticSource(kind="ginc", n_concepts=8, seed=1)).fingerprint != info.fingerprint
+    )
+    assert (
+        synthetic_snapshot(SyntheticSource(kind="lower_bound")).fingerprint
+        != synthetic_snapshot(SyntheticSource(kind="upper_bound")).fingerprint
+    )
     written = synthetic_snapshot(spec, tmp_path / "sub" / "ginc.json")
     assert written.fingerprint == info.fingerprint
     assert json.loads((tmp_path / "sub" / "ginc.json").read_text())["spec"]["n_concepts"] == 8

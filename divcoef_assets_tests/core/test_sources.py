@@ -166,14 +166,18 @@ def test_truncated_parquet_names_file(tmp_path: Path) -> None:
     pq.write_table(pa.table({"text": ["x" * 100] * 1000}), tmp_path / "s.parquet")
     data = (tmp_path / "s.parquet").read_bytes()
     (tmp_path / "s.parquet").write_bytes(data[: len(data) // 2])
-    with pytest.raises(SourceDataError, match=r"s\.parquet: not a readable Parquet file.*truncated or corrupt"):
+    with pytest.raises(
+        SourceDataError, match=r"s\.parquet: not a readable Parquet file.*truncated or corrupt"
+    ):
         read(FilesSource(path="s.parquet"), tmp_path)
 
 
 def test_corrupt_parquet_body_names_file(tmp_path: Path) -> None:
     pq.write_table(
-        pa.table({"text": [f"row {i} " * 20 for i in range(5000)]}), tmp_path / "u.parquet",
-        compression="none", row_group_size=1000,
+        pa.table({"text": [f"row {i} " * 20 for i in range(5000)]}),
+        tmp_path / "u.parquet",
+        compression="none",
+        row_group_size=1000,
     )
     data = bytearray((tmp_path / "u.parquet").read_bytes())
     data[4 : len(data) // 2] = b"\xff" * (len(data) // 2 - 4)
@@ -250,7 +254,10 @@ def test_huggingface_dataset_dict_split(tmp_path: Path) -> None:
     import datasets
 
     dd = datasets.DatasetDict(
-        {"train": datasets.Dataset.from_dict({"text": ["tr"]}), "test": datasets.Dataset.from_dict({"text": ["te"]})}
+        {
+            "train": datasets.Dataset.from_dict({"text": ["tr"]}),
+            "test": datasets.Dataset.from_dict({"text": ["te"]}),
+        }
     )
     dd.save_to_disk(str(tmp_path / "dd"))
     assert read(HuggingFaceSource(path="dd", split="test"), tmp_path) == ["te"]
@@ -290,14 +297,21 @@ def make_db(path: Path) -> Path:
 
 def test_duckdb_query_streams_rows(tmp_path: Path) -> None:
     make_db(tmp_path / "f.duckdb")
-    spec = DuckDBSource(database="f.duckdb", query="SELECT body AS text FROM posts WHERE lang = 'en' ORDER BY id")
+    spec = DuckDBSource(
+        database="f.duckdb", query="SELECT body AS text FROM posts WHERE lang = 'en' ORDER BY id"
+    )
     texts = read(spec, tmp_path)
     assert len(texts) == 1500 and texts[0] == "post 1" and texts[-1] == "post 2999"
 
 
 @pytest.mark.parametrize(
     "query",
-    ["DELETE FROM posts", "SELECT 1 AS text; DROP TABLE posts", "COPY posts TO 'out.csv'", "CREATE TABLE x (a INT)"],
+    [
+        "DELETE FROM posts",
+        "SELECT 1 AS text; DROP TABLE posts",
+        "COPY posts TO 'out.csv'",
+        "CREATE TABLE x (a INT)",
+    ],
 )
 def test_duckdb_refuses_anything_but_one_select(tmp_path: Path, query: str) -> None:
     make_db(tmp_path / "f.duckdb")
@@ -350,6 +364,9 @@ def test_synthetic_has_no_texts_and_fills_ginc_defaults(tmp_path: Path) -> None:
 def test_mixture_spec_validation(tmp_path: Path) -> None:
     spec = MixtureSource(components=("a", "b"), weights=(3, 1))
     assert spec.weight_map == {"a": 3.0, "b": 1.0} and not spec.is_synthetic
+    assert MixtureSource(components=["a", "b"], weights=[3, 1]) == spec  # type: ignore[arg-type]
+    with pytest.raises(SourceSpecError, match="components must be a non-empty list"):
+        MixtureSource(components="ab", weights=(1, 1))  # type: ignore[arg-type]
     with pytest.raises(SourceSpecError, match="no texts of its own"):
         read(spec, tmp_path)
     with pytest.raises(SourceSpecError, match="one number per component"):
@@ -373,7 +390,9 @@ def test_format_inference() -> None:
 
 
 def test_parse_source_errors_name_the_place() -> None:
-    with pytest.raises(SourceSpecError, match=r"here: unknown source type 'ftp'; known types: files, huggingface"):
+    with pytest.raises(
+        SourceSpecError, match=r"here: unknown source type 'ftp'; known types: files, huggingface"
+    ):
         parse_source("ftp", {}, where="here")
     with pytest.raises(SourceSpecError, match=r"here: unknown field\(s\) 'colum' for a files source"):
         parse_source("files", {"path": "a.jsonl", "colum": "x"}, where="here")
@@ -398,9 +417,14 @@ def test_to_dict_round_trips_through_parse() -> None:
 
 
 def test_describe_mentions_the_essentials() -> None:
-    assert describe(FilesSource(path="c.jsonl", max_documents=10)) == "files c.jsonl (jsonl, column 'text'), first 10 records"
+    assert (
+        describe(FilesSource(path="c.jsonl", max_documents=10))
+        == "files c.jsonl (jsonl, column 'text'), first 10 records"
+    )
     assert "one document per paragraph" in describe(FilesSource(path="t.txt", split="paragraphs"))
-    assert describe(HuggingFaceSource(path="wikitext", name="w2")).startswith("huggingface wikitext/w2 [train]")
+    assert describe(HuggingFaceSource(path="wikitext", name="w2")).startswith(
+        "huggingface wikitext/w2 [train]"
+    )
     assert "SELECT" in describe(DuckDBSource(database="d.duckdb", query="SELECT\n  x AS text FROM t"))
     assert "8 concepts" in describe(SyntheticSource(kind="ginc"))
     mixture = DatasetSpec(name="m", source=MixtureSource(components=("a", "b"), weights=(3, 1)))
