@@ -1,0 +1,48 @@
+"""The one `dg.Definitions` of the project: assets, checks, jobs, sensor, schedule, resources.
+
+    dagster dev -h 127.0.0.1          # UI on localhost only
+    dagster definitions validate
+    dagster asset materialize --select '*' --partition 'bible|tiny-random' -m divcoef_assets.definitions
+
+Paths come from the environment (`DIVCOEF_REGISTRY`, `DIVCOEF_DATA_DIR`, `DIVCOEF_DB`) or default
+to `data/registry.yaml`, `data/` and `data/divcoef.duckdb`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from divcoef_assets.assets.batches import token_batches
+from divcoef_assets.assets.coefficients import cross_diversity, diversity_coefficient
+from divcoef_assets.assets.distances import distance_matrix
+from divcoef_assets.assets.embeddings import task2vec_embeddings
+from divcoef_assets.assets.snapshots import dataset_snapshot
+from divcoef_assets.io import JsonRecordIOManager
+from divcoef_assets.jobs import audit_job, cross_job
+from divcoef_assets.resources import DivcoefResource
+from divcoef_assets.schedules import weekly_reaudit
+from divcoef_assets.sensors import registry_sensor
+
+ASSETS = [dataset_snapshot, token_batches, task2vec_embeddings, distance_matrix, diversity_coefficient, cross_diversity]
+
+
+def build_definitions(*, registry_path: str = "", data_dir: str = "", db_path: str = "") -> dg.Definitions:
+    divcoef = DivcoefResource(registry_path=registry_path, data_dir=data_dir, db_path=db_path)
+    records = Path(divcoef.root()) / "records"
+    return dg.Definitions(
+        assets=ASSETS,
+        jobs=[audit_job, cross_job],
+        sensors=[registry_sensor],
+        schedules=[weekly_reaudit],
+        resources={"divcoef": divcoef, "io_manager": JsonRecordIOManager(base_dir=str(records))},
+    )
+
+
+defs = build_definitions(
+    registry_path=os.environ.get("DIVCOEF_REGISTRY", ""),
+    data_dir=os.environ.get("DIVCOEF_DATA_DIR", ""),
+    db_path=os.environ.get("DIVCOEF_DB", ""),
+)
