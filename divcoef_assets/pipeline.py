@@ -49,7 +49,7 @@ from divcoef_assets.core.snapshot import (
     synthetic_snapshot,
     write_snapshot,
 )
-from divcoef_assets.core.sources import MixtureSource, SyntheticSource
+from divcoef_assets.core.sources import MixtureSource, SourceError, SyntheticSource
 from divcoef_assets.core.synthetic import default_token_ids, ginc_tokens, lower_bound_tokens, upper_bound_tokens
 from divcoef_assets.core.tokenize import TextTokenizer, TokenBatch, encode_fixed, load_tokenizer
 from divcoef_assets.keys import validate_key
@@ -114,7 +114,11 @@ def snapshot(registry: Registry, dataset: str, layout: Layout) -> dict[str, Any]
     else:
         pending = folder / f".pending-{uuid.uuid4().hex}.parquet"
         try:
-            info = write_snapshot(registry.iter_dataset_texts(dataset), pending)
+            info = write_snapshot(registry.iter_dataset_texts(dataset), pending, name=f"dataset {dataset!r}")
+        except SourceError as exc:
+            pending.unlink(missing_ok=True)
+            # The reader names the file and line; say which dataset it belongs to.
+            raise type(exc)(f"dataset {dataset!r}: {exc}") from exc
         except BaseException:
             pending.unlink(missing_ok=True)
             raise

@@ -33,7 +33,7 @@ from divcoef_assets.core.coefficient import (
 from divcoef_assets.core.config import ProbeConfig
 from divcoef_assets.core.distance import cdist, pdist
 from divcoef_assets.core.probe import Probe
-from divcoef_assets.core.task2vec import embed_batch
+from divcoef_assets.core.task2vec import FisherNotFiniteError, embed_batch
 from divcoef_assets.core.tokenize import TokenBatch
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,14 @@ def compute_embeddings(
             probe = probe_loader()
         seed = embedding_seed(config.seed, job.batch_index, job.repeat)
         t0 = time.perf_counter()
-        emb = embed_batch(probe, batch_for(job.batch_index), config, seed=seed)
+        try:
+            emb = embed_batch(probe, batch_for(job.batch_index), config, seed=seed)
+        except FisherNotFiniteError as exc:
+            # Nothing is cached: a re-run after fixing the probe recomputes this embedding.
+            raise FisherNotFiniteError(
+                f"{label + ': ' if label else ''}batch {job.batch_index}, repeat {job.repeat} with probe "
+                f"{config.name!r} ({config.model}): {exc}; nothing was cached or recorded"
+            ) from exc
         row = BatchEmbedding(
             batch_index=job.batch_index,
             repeat=job.repeat,

@@ -116,12 +116,17 @@ def _atomic_target(out_path: Path) -> tuple[Path, int]:
 
 
 def write_snapshot(
-    texts: Iterable[tuple[str, str | None]], out_path: str | Path, *, chunk_rows: int = 8192
+    texts: Iterable[tuple[str, str | None]],
+    out_path: str | Path,
+    *,
+    chunk_rows: int = 8192,
+    name: str | None = None,
 ) -> SnapshotInfo:
     """Stream (source, text) pairs into a Parquet snapshot at `out_path`; return what it holds.
 
     Raises `EmptySnapshotError` (and writes nothing) when no document is usable, and `TypeError`
-    naming the position when a pair is not (non-empty str, str or None).
+    naming the position when a pair is not (non-empty str, str or None). `name` says what is
+    being snapshotted in error messages (default: the file name of `out_path`).
     """
     if not isinstance(chunk_rows, int) or chunk_rows <= 0:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
@@ -188,7 +193,7 @@ def write_snapshot(
                 flush(writer)
             if n_documents == 0:
                 raise EmptySnapshotError(
-                    f"no usable document for {out_path.name}: {n_dropped} empty or blank document(s) and "
+                    f"no usable document for {name or out_path.name}: {n_dropped} empty or blank document(s) and "
                     "nothing else; check the source's path and text_column"
                 )
             info = SnapshotInfo(
