@@ -240,8 +240,14 @@ _SCHEMA = (
 )
 
 
+# How DuckDB reports a file held by another process: "IO Error: Could not set lock on file ...:
+# Conflicting lock is held in ... (PID n)"; older releases and other platforms word it differently.
+_LOCK_MESSAGES = ("could not set lock", "conflicting lock", "lock is held", "database is locked", "resource temporarily unavailable")
+
+
 def _is_lock_conflict(exc: duckdb.Error) -> bool:
-    return "Could not set lock" in str(exc)
+    message = str(exc).lower()
+    return any(fragment in message for fragment in _LOCK_MESSAGES)
 
 
 class ResultsStore:
@@ -264,7 +270,7 @@ class ResultsStore:
         while True:
             try:
                 return duckdb.connect(str(self.db_path), read_only=read_only)
-            except duckdb.IOException as exc:
+            except duckdb.Error as exc:
                 if not _is_lock_conflict(exc):
                     raise
                 remaining = deadline - time.monotonic()
@@ -320,48 +326,87 @@ class ResultsStore:
         """Insert `record`, replacing the row of the same cross measurement; other rows stay."""
         self._insert_or_replace("cross_coefficients", _CROSS_COLUMNS, record)
 
+    def record_coefficient(
+        self,
+        record: CoefficientRecord,
+        *,
+        source_type: str,
+        description: str,
+        spec: Mapping[str, Any],
+        probe_config: Mapping[str, Any],
+    ) -> None:
+        """Record the dataset, the probe config and the coefficient in one transaction: a failure
+        at any point leaves none of the three rows changed (no partial record)."""
+        with self._transaction() as connection:
+            self._upsert_dataset(connection, record.dataset, source_type, description, spec)
+            self._upsert_probe(connection, record.probe, record.probe_fingerprint, probe_config)
+            self._insert_or_replace_in(connection, "coefficients", _COEFFICIENT_COLUMNS, record)
+
     def _insert_or_replace(self, table: str, columns: Sequence[str], record: Any) -> None:
+        with self._transaction() as connection:
+            self._insert_or_replace_in(connection, table, columns, record)
+
+    @staticmethod
+    def _insert_or_replace_in(
+        connection: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], record: Any
+    ) -> None:
+        # `table` and `columns` are the module's constants; every value is a parameter.
         values = [getattr(record, column) for column in columns]
         sql = (
             f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         )
-        with self._transaction() as connection:
-            connection.execute(sql, values)
+        connection.execute(sql, values)
         logger.debug("stored %s row %s", table, values[:3])
 
     def upsert_dataset(
         self, dataset: str, *, source_type: str, description: str, spec: Mapping[str, Any]
     ) -> None:
         """Record a registered dataset; `registered_at` keeps the first registration time."""
+        with self._transaction() as connection:
+            self._upsert_dataset(connection, dataset, source_type, description, spec)
+
+    @staticmethod
+    def _upsert_dataset(
+        connection: duckdb.DuckDBPyConnection,
+        dataset: str,
+        source_type: str,
+        description: str,
+        spec: Mapping[str, Any],
+    ) -> None:
         now = _utcnow()
         spec_json = json.dumps(spec, sort_keys=True, default=str)
-        with self._transaction() as connection:
-            connection.execute(
-                """
-                INSERT INTO datasets (dataset, source_type, description, spec_json, registered_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?)
-                ON CONFLICT (dataset) DO UPDATE SET
-                    source_type = excluded.source_type, description = excluded.description,
-                    spec_json = excluded.spec_json, updated_at = excluded.updated_at
-                """,
-                [dataset, source_type, description, spec_json, now, now],
-            )
+        connection.execute(
+            """
+            INSERT INTO datasets (dataset, source_type, description, spec_json, registered_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (dataset) DO UPDATE SET
+                source_type = excluded.source_type, description = excluded.description,
+                spec_json = excluded.spec_json, updated_at = excluded.updated_at
+            """,
+            [dataset, source_type, description, spec_json, now, now],
+        )
 
     def upsert_probe(self, probe: str, *, fingerprint: str, config: Mapping[str, Any]) -> None:
         """Record a registered probe config; `registered_at` keeps the first registration time."""
+        with self._transaction() as connection:
+            self._upsert_probe(connection, probe, fingerprint, config)
+
+    @staticmethod
+    def _upsert_probe(
+        connection: duckdb.DuckDBPyConnection, probe: str, fingerprint: str, config: Mapping[str, Any]
+    ) -> None:
         now = _utcnow()
         config_json = json.dumps(config, sort_keys=True, default=str)
-        with self._transaction() as connection:
-            connection.execute(
-                """
-                INSERT INTO probes (probe, fingerprint, config_json, registered_at, updated_at)
-                VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (probe) DO UPDATE SET
-                    fingerprint = excluded.fingerprint, config_json = excluded.config_json,
-                    updated_at = excluded.updated_at
-                """,
-                [probe, fingerprint, config_json, now, now],
-            )
+        connection.execute(
+            """
+            INSERT INTO probes (probe, fingerprint, config_json, registered_at, updated_at)
+            VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (probe) DO UPDATE SET
+                fingerprint = excluded.fingerprint, config_json = excluded.config_json,
+                updated_at = excluded.updated_at
+            """,
+            [probe, fingerprint, config_json, now, now],
+        )
 
     def register_parquet_view(self, name: str, glob: str | Path, *, hive_partitioning: bool = False) -> None:
         """Create or replace view `name` over the Parquet files matching `glob`.

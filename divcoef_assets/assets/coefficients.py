@@ -46,14 +46,15 @@ def diversity_coefficient(context: dg.AssetExecutionContext, divcoef: DivcoefRes
     previous = [r for r in store.coefficients(dataset, probe) if r.snapshot_fingerprint != record["snapshot_fingerprint"]]
     previous_value = max(previous, key=lambda r: r.computed_at).value if previous else None
     spec = registry.dataset(dataset)
-    store.upsert_dataset(dataset, source_type=spec.source_type, description=spec.description, spec=spec.to_dict())
-    config = registry.probe(probe)
-    store.upsert_probe(probe, fingerprint=config.fingerprint(), config=config.to_dict())
-    store.upsert_coefficient(CoefficientRecord(
-        dataset=dataset, probe=probe, snapshot_fingerprint=record["snapshot_fingerprint"],
-        probe_fingerprint=record["probe_fingerprint"], code_version=CODE_VERSION, run_id=context.run_id,
-        **{k: record[k] for k in _FIELDS},
-    ))
+    store.record_coefficient(  # dataset, probe and coefficient rows in one transaction
+        CoefficientRecord(
+            dataset=dataset, probe=probe, snapshot_fingerprint=record["snapshot_fingerprint"],
+            probe_fingerprint=record["probe_fingerprint"], code_version=CODE_VERSION, run_id=context.run_id,
+            **{k: record[k] for k in _FIELDS},
+        ),
+        source_type=spec.source_type, description=spec.description, spec=spec.to_dict(),
+        probe_config=registry.probe(probe).to_dict(),
+    )
     layout = divcoef.layout()
     store.register_parquet_view("embeddings", layout.root / "embeddings" / "*" / "*" / "part.parquet", hive_partitioning=True)
     store.register_parquet_view("distances", layout.root / "distances" / "*" / "*" / "part.parquet", hive_partitioning=True)
