@@ -19,14 +19,15 @@ from divcoef_assets.assets.batches import token_batches
 from divcoef_assets.assets.coefficients import cross_diversity, diversity_coefficient
 from divcoef_assets.assets.distances import distance_matrix
 from divcoef_assets.assets.embeddings import task2vec_embeddings
+from divcoef_assets.assets.probe import probe_network
 from divcoef_assets.assets.snapshots import dataset_snapshot
 from divcoef_assets.io import JsonRecordIOManager
-from divcoef_assets.jobs import audit_job, cross_job
+from divcoef_assets.jobs import audit_job, cross_job, probe_job
 from divcoef_assets.resources import DivcoefResource
 from divcoef_assets.schedules import weekly_reaudit
 from divcoef_assets.sensors import registry_sensor
 
-ASSETS = [dataset_snapshot, token_batches, task2vec_embeddings, distance_matrix, diversity_coefficient, cross_diversity]
+ASSETS = [probe_network, dataset_snapshot, token_batches, task2vec_embeddings, distance_matrix, diversity_coefficient, cross_diversity]
 
 
 def build_definitions(*, registry_path: str = "", data_dir: str = "", db_path: str = "") -> dg.Definitions:
@@ -34,7 +35,7 @@ def build_definitions(*, registry_path: str = "", data_dir: str = "", db_path: s
     records = Path(divcoef.root()) / "records"
     return dg.Definitions(
         assets=ASSETS,
-        jobs=[audit_job, cross_job],
+        jobs=[probe_job, audit_job, cross_job],
         sensors=[registry_sensor],
         schedules=[weekly_reaudit],
         resources={"divcoef": divcoef, "io_manager": JsonRecordIOManager(base_dir=str(records))},

@@ -15,6 +15,13 @@ audit_job = dg.define_asset_job(
     description="Snapshot -> token batches -> embeddings -> distances -> coefficient for one dataset|probe partition.",
 )
 
+probe_job = dg.define_asset_job(
+    "probe",
+    selection=dg.AssetSelection.assets("probe_network"),
+    partitions_def=probe_partitions,
+    description="Build (pretrain) or describe the probe network of one probe partition.",
+)
+
 cross_job = dg.define_asset_job(
     "cross_audit",
     selection=dg.AssetSelection.assets("cross_diversity"),

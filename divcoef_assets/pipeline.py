@@ -240,13 +240,80 @@ def read_token_batches(path: str | Path) -> dict[int, TokenBatch]:
     return {int(i): TokenBatch(ids[index == i], mask[index == i]) for i in np.unique(index)}
 
 
+# ----------------------------------------------------------------------------- probe network
+
+
+PRETRAIN_PREFIX = "pretrain:"
+
+
+def pretrain_config(config: ProbeConfig):
+    from divcoef_assets.core.pretrain import PretrainConfig
+
+    spec = {k: v for k, v in config.extra.get("pretrain", {}).items() if k not in ("corpus", "max_documents")}
+    return PretrainConfig(**spec)
+
+
+def pretrain_fingerprint(config: ProbeConfig) -> str:
+    """Identity of a pretrained-here probe's weights: its pretrain spec and tokenizer only, so
+    changing how the probe is *used* (epochs, batch size, estimator) never retrains it."""
+    import hashlib
+    import json
+
+    payload = json.dumps({"pretrain": config.extra.get("pretrain"), "tokenizer": config.tokenizer}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def probe_dir(layout: Layout, config: ProbeConfig) -> Path:
+    return layout.root / "probes" / validate_key(config.name, "probe") / pretrain_fingerprint(config)
+
+
+def probe_network(registry: Registry, probe: str, layout: Layout, *, progress=None) -> dict[str, Any]:
+    """Pretrain the probe here when it declares `pretrain` (once per config); else describe it."""
+    import json
+
+    from divcoef_assets.api import texts_fingerprint
+    from divcoef_assets.core.pretrain import pretrain_probe
+    from divcoef_assets.core.tokenize import usable_texts
+
+    config = registry.probe(probe)
+    if not config.model.startswith(PRETRAIN_PREFIX):
+        return {"probe": probe, "model": config.model, "init": config.init, "built_here": False, "probe_fingerprint": config.fingerprint()}
+    folder = probe_dir(layout, config)
+    meta_path = folder / "pretrain.json"
+    if not meta_path.exists():
+        spec = config.extra["pretrain"]
+        texts: list[str] = []
+        for corpus in spec["corpus"]:
+            kept = usable_texts(text for _, text in registry.iter_dataset_texts(corpus))
+            texts += kept[: spec.get("max_documents") or None]
+        tokenizer = load_tokenizer(config.tokenizer)
+        pretrain_probe(texts, tokenizer, pretrain_config(config), folder, corpus_fingerprint=texts_fingerprint(texts), progress=progress)
+    meta = json.loads(meta_path.read_text())
+    return {"probe": probe, "model": str(folder), "built_here": True, "probe_fingerprint": config.fingerprint(),
+            "pretrain_fingerprint": pretrain_fingerprint(config), **meta}
+
+
+def resolve_model(config: ProbeConfig, layout: Layout) -> ProbeConfig:
+    """The config with a "pretrain:" model replaced by the folder probe_network wrote."""
+    if not config.model.startswith(PRETRAIN_PREFIX):
+        return config
+    folder = probe_dir(layout, config)
+    if not (folder / "pretrain.json").exists():
+        raise FileNotFoundError(
+            f"probe {config.name!r} is pretrained here but {folder} does not exist yet: materialize "
+            f"probe_network[{config.name}] first (divcoef audit does)"
+        )
+    return config.replace(model=str(folder), init="pretrained")
+
+
 # ----------------------------------------------------------------------------- embeddings
 
 
-def probe_loader_for(config: ProbeConfig) -> Callable[[], Probe]:
+def probe_loader_for(config: ProbeConfig, layout: Layout | None = None) -> Callable[[], Probe]:
     def load() -> Probe:
+        resolved = resolve_model(config, layout) if layout is not None else config
         tokenizer = load_tokenizer(config.tokenizer)
-        return load_probe(config, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, tokenizer_vocab_size=tokenizer.vocab_size)
+        return load_probe(resolved, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, tokenizer_vocab_size=tokenizer.vocab_size)
 
     return load
 
@@ -259,7 +326,7 @@ def embeddings(
     config = registry.probe(probe)
     token = read_token_batches(batches["path"])
     rows = compute_embeddings(
-        config, plan_jobs(config, len(token)), lambda i: token[i], probe_loader or probe_loader_for(config),
+        config, plan_jobs(config, len(token)), lambda i: token[i], probe_loader or probe_loader_for(config, layout),
         data_fingerprint=batches["snapshot_fingerprint"], cache=layout.cache, progress=progress, label=f"{dataset}|{probe}",
     )
     out = layout.embeddings(dataset, probe)

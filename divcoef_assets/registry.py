@@ -211,6 +211,12 @@ def load_registry(path: str | Path | None = None) -> Registry:
         name: _parse_dataset(path, name, entry) for name, entry in _section(path, data, "datasets").items()
     }
     _check_mixtures(path, datasets)
+    for name, probe in probes.items():
+        for corpus in probe.extra.get("pretrain", {}).get("corpus", []):
+            if corpus not in datasets or datasets[corpus].is_synthetic:
+                raise RegistryError(
+                    f"registry {path}, probe {name!r}: pretrain corpus {corpus!r} is not a registered text dataset"
+                )
 
     default_probe = data.get("default_probe")
     if default_probe is None:
@@ -249,6 +255,15 @@ def _parse_probe(path: Path, name: str, entry: object) -> ProbeConfig:
     fields = dict(entry)
     if "name" in fields and fields.pop("name") != name:
         raise RegistryError(f"{where}: `name` is the entry's key; remove the `name` field")
+    if "pretrain" in fields:
+        # A probe pretrained here by the probe_network asset: its spec lives in `extra`, which is
+        # part of the probe fingerprint, and its weights in the artifact folder ("pretrain:" model).
+        pretrain = fields.pop("pretrain")
+        if not isinstance(pretrain, dict) or not isinstance(pretrain.get("corpus"), list) or not pretrain["corpus"]:
+            raise RegistryError(f"{where}: `pretrain` needs a `corpus` list of registered text datasets")
+        fields["extra"] = {**dict(fields.get("extra") or {}), "pretrain": pretrain}
+        if fields.setdefault("model", f"pretrain:{name}") != f"pretrain:{name}":
+            raise RegistryError(f"{where}: a probe with `pretrain` is built here; leave `model` out")
     unknown = sorted(map(str, set(fields) - set(_PROBE_FIELDS)))
     if unknown:
         raise RegistryError(f"{where}: unknown field(s) {unknown}; allowed: {', '.join(_PROBE_FIELDS)}")

@@ -80,8 +80,12 @@ def test_shipped_registry_loads_with_the_expected_entries() -> None:
         "concat-bible-jargon",
     }
     assert set(registry.datasets) == expected
-    assert registry.default_probe == "gpt2"
-    gpt2 = registry.probe()
+    assert registry.default_probe == "local-gpt2"
+    default = registry.probe()
+    assert default.model == "pretrain:local-gpt2" and default.fisher == "mc_head_exact"
+    assert default.extra["pretrain"]["corpus"] == ["bible", "fortunes", "jargon"]
+    assert registry.probe("rand-gpt2").init == "random"
+    gpt2 = registry.probe("gpt2")
     assert (
         gpt2.model,
         gpt2.init,
@@ -301,3 +305,17 @@ def test_registry_can_be_copied_with_its_data(tmp_path: Path) -> None:
     registry = load_registry(tmp_path / "b" / "registry.yaml")
     assert [t for _, t in registry.iter_dataset_texts("notes")] == ["note one", "note two"]
     assert path.exists()
+
+
+def test_pretrain_probe_entries_are_validated(tmp_path) -> None:
+    path = tmp_path / "registry.yaml"
+    base = "datasets:\n  a:\n    source: files\n    path: a.jsonl\n  low:\n    source: synthetic\n    kind: lower_bound\n"
+    path.write_text("default_probe: p\nprobes:\n  p:\n    pretrain:\n      corpus: [low]\n" + base)
+    with pytest.raises(RegistryError, match="not a registered text dataset"):
+        load_registry(path)
+    path.write_text("default_probe: p\nprobes:\n  p:\n    model: gpt2\n    pretrain:\n      corpus: [a]\n" + base)
+    with pytest.raises(RegistryError, match="leave `model` out"):
+        load_registry(path)
+    path.write_text("default_probe: p\nprobes:\n  p:\n    pretrain:\n      corpus: [a]\n      steps: 5\n" + base)
+    probe = load_registry(path).probe("p")
+    assert probe.model == "pretrain:p" and probe.extra["pretrain"]["steps"] == 5

@@ -5,12 +5,15 @@ import dagster as dg
 
 from divcoef_assets import checks, pipeline
 from divcoef_assets.assets.common import GROUP, PARTITIONS, keys, progress_logger
+from divcoef_assets.assets.probe import probe_network
+from divcoef_assets.partitions import PROBE_DIMENSION
 from divcoef_assets.resources import DivcoefResource
 
 
 @dg.asset(
     partitions_def=PARTITIONS, group_name=GROUP, kinds={"pytorch", "parquet"}, code_version="1",
     check_specs=[dg.AssetCheckSpec(checks.EMBEDDINGS_FINITE, asset="task2vec_embeddings")],
+    deps=[dg.AssetDep(probe_network, partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=PROBE_DIMENSION))],
     description="Fine-tune the probe's head on each batch, estimate the diagonal Fisher, reduce it per "
     "filter. Every embedding is cached under (probe fingerprint, snapshot fingerprint, batch, repeat): "
     "a re-materialization computes only what is missing.",

@@ -167,7 +167,11 @@ def load_probe(config: ProbeConfig, *, eos_id: int | None = None, pad_id: int | 
             _check_weights(folder)
     hf_config = _load_config(config)
     if getattr(hf_config, "auto_map", None):
-        raise ProbeLoadError(f"probe {config.name!r}: model {config.model!r} declares custom code (auto_map); refused")
+        raise ProbeLoadError(
+            f"probe {config.name!r}: model {config.model!r} declares custom code (auto_map: "
+            f"{sorted(hf_config.auto_map)}); running a model's own code is refused (trust_remote_code is always off). "
+            "Use a model whose architecture transformers ships, or remove auto_map from its config.json if it is one."
+        )
     try:
         if config.init == "pretrained":
             model = AutoModelForCausalLM.from_pretrained(

@@ -1,0 +1,106 @@
+"""The default audit: every registered dataset with the default probe, as Dagster runs.
+
+    divcoef audit                     # what the README's run command does after set-up
+
+Runs, against a persistent Dagster instance (`data/dagster_home` unless `DAGSTER_HOME` or
+`--dagster-home` says otherwise, so `dagster dev` shows the history afterwards):
+
+1. `probe` job for the default probe (pretrains it here the first time; cached afterwards);
+2. `audit` job for each dataset|probe partition, one run each, in registry order;
+3. `cross_audit` job for the probe;
+
+then prints the coefficients *read back from DuckDB* (so the table is the stored records).
+Datasets that fail are reported and the others still run; the exit code says whether all passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _instance(dagster_home: str | None):
+    import dagster as dg
+
+    from divcoef_assets.registry import REPO_ROOT
+
+    home = Path(dagster_home or os.environ.get("DAGSTER_HOME") or REPO_ROOT / "data" / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return dg.DagsterInstance.get(), home
+
+
+def format_table(rows, probe: str) -> str:
+    header = f"{'dataset':<20} {'diversity':>9} {'95% interval':>17} {'noise floor':>11} {'corrected':>9} {'batches':>7}"
+    lines = [f"Task2Vec diversity coefficients, probe {probe!r} (from DuckDB `latest_coefficients`)", header, "-" * len(header)]
+    for dataset, value, lo, hi, noise, corrected, n in rows:
+        interval = f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "-"
+        noise_s = f"{noise:.4f}" if noise is not None else "-"
+        corr_s = f"{corrected:.4f}" if corrected is not None else "-"
+        lines.append(f"{dataset:<20} {value:>9.4f} {interval:>17} {noise_s:>11} {corr_s:>9} {n:>7}")
+    return "\n".join(lines)
+
+
+def run_default_audit(*, dagster_home: str | None = None, datasets: list[str] | None = None, registry_path: str = "",
+                      data_dir: str = "", db_path: str = "") -> int:
+    from divcoef_assets.definitions import build_definitions
+    from divcoef_assets.partitions import DATASET_DIMENSION, PROBE_DIMENSION, dataset_probe_key
+
+    started = time.perf_counter()
+    instance, home = _instance(dagster_home)
+    defs = build_definitions(registry_path=registry_path, data_dir=data_dir, db_path=db_path)
+    divcoef = defs.resources["divcoef"]
+    registry = divcoef.registry()
+    probe = registry.default_probe
+    names = list(datasets or registry.datasets)
+    unknown = [n for n in names if n not in registry.datasets]
+    if unknown:
+        raise ValueError(f"not registered: {unknown}; known datasets: {list(registry.datasets)}")
+    instance.add_dynamic_partitions(DATASET_DIMENSION, [n for n in registry.datasets if not instance.has_dynamic_partition(DATASET_DIMENSION, n)])
+    instance.add_dynamic_partitions(PROBE_DIMENSION, [p for p in registry.probes if not instance.has_dynamic_partition(PROBE_DIMENSION, p)])
+    log.info("default audit: probe %s, %d datasets, Dagster instance %s", probe, len(names), home)
+
+    result = defs.resolve_job_def("probe").execute_in_process(partition_key=probe, instance=instance, raise_on_error=False)
+    if not result.success:
+        log.error("building probe %s failed; see the run in `dagster dev`", probe)
+        return 1
+    failed = []
+    for k, name in enumerate(names, start=1):
+        t0 = time.perf_counter()
+        run = defs.resolve_job_def("audit").execute_in_process(
+            partition_key=dataset_probe_key(name, probe), instance=instance, raise_on_error=False, tags={"divcoef/audit": "default"}
+        )
+        status = "ok" if run.success else "FAILED"
+        log.info("[%d/%d] %s|%s %s in %.0fs (total %.0fs)", k, len(names), name, probe, status, time.perf_counter() - t0, time.perf_counter() - started)
+        if not run.success:
+            failed.append(name)
+    cross = defs.resolve_job_def("cross_audit").execute_in_process(partition_key=probe, instance=instance, raise_on_error=False)
+    if not cross.success:
+        failed.append("cross_diversity")
+
+    store = divcoef.store()
+    rows = store.query(
+        "SELECT dataset, value, ci_low, ci_high, noise_floor, noise_corrected, n_batches FROM latest_coefficients "
+        "WHERE probe = ? ORDER BY value",
+        [probe],
+    )
+    print(format_table(rows, probe))
+    cross_rows = store.query(
+        "SELECT dataset_a, dataset_b, value, ci_low, ci_high FROM latest_cross_coefficients WHERE probe = ? "
+        "AND dataset_a IN ('bible', 'fortunes', 'jargon') AND dataset_b IN ('bible', 'fortunes', 'jargon') ORDER BY 1, 2",
+        [probe],
+    )
+    if cross_rows:
+        print("\nCross-diversity of the real corpora:")
+        for a, b, value, lo, hi in cross_rows:
+            print(f"  {a} x {b}: {value:.4f} [{lo:.4f}, {hi:.4f}]")
+    print(f"\n{len(names) - len(failed)} of {len(names)} datasets audited in {time.perf_counter() - started:.0f}s; "
+          f"results in {store.db_path}; run history: DAGSTER_HOME={home} dagster dev -h 127.0.0.1")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
