@@ -10,6 +10,7 @@ shows as metadata. Heavy arrays stay in Parquet under `Layout.root`:
     distances/probe=<probe>/dataset=<dataset>/part.parquet         long format (i, j, distance)
     cross/probe=<probe>/part.parquet                               long format, every dataset pair
     cache/embeddings/...                                           per-batch cache (core.cache)
+    probes/<pretrain fp>/                                          probes pretrained here
 
 Snapshots are content-addressed, so one file serves every probe. No Dagster imports here.
 """
@@ -188,7 +189,7 @@ def _batch_rows(registry: Registry, dataset: str, snap: Mapping[str, Any], confi
     spec = registry.dataset(dataset)
     if isinstance(spec.source, MixtureSource):
         sources = source_index(snap["path"])
-        weights = spec.source.weight_map()
+        weights = spec.source.weight_map
         return lambda i: mixture_batch_indices(sources, weights, spec.source.mode, config.batch_size, i, config.seed)
     n = int(snap["n_documents"])
     if n < config.batch_size:
@@ -264,7 +265,9 @@ def pretrain_fingerprint(config: ProbeConfig) -> str:
 
 
 def probe_dir(layout: Layout, config: ProbeConfig) -> Path:
-    return layout.root / "probes" / validate_key(config.name, "probe") / pretrain_fingerprint(config)
+    """Folder of a pretrained-here probe, named by the pretrain fingerprint (shared across probe
+    names and usage settings that pretrain identically)."""
+    return layout.root / "probes" / pretrain_fingerprint(config)
 
 
 def probe_network(registry: Registry, probe: str, layout: Layout, *, progress=None) -> dict[str, Any]:

@@ -189,3 +189,17 @@ def test_all_assets_are_documented_and_versioned():
     for asset in ASSETS:
         spec = next(iter(asset.specs))
         assert spec.description and spec.code_version and spec.kinds, spec.key
+
+
+@pytest.mark.parametrize("mode", ["interleave", "concat"])
+def test_mixture_datasets_materialize(env, mode):
+    tmp_path, registry, instance = env
+    reg = yaml.safe_load(registry.read_text())
+    reg["datasets"]["corpus-b"] = {"source": "files", "path": "b.jsonl"}
+    reg["datasets"]["mix"] = {"source": "mixture", "components": ["corpus-a", "corpus-b"], "weights": [3, 1], "mode": mode}
+    registry.write_text(yaml.safe_dump(reg))
+    instance.add_dynamic_partitions("dataset", ["mix"])
+    result = _materialize(tmp_path, registry, instance, "mix")
+    snapshot = _record(result, "dataset_snapshot")
+    assert snapshot["source_counts"] == {"corpus-a": 40, "corpus-b": 40}
+    assert _record(result, "diversity_coefficient")["n_batches"] == 3
