@@ -29,6 +29,7 @@ from divcoef_assets.core.audit import (
     compute_embeddings,
     cross_summarize,
     plan_jobs,
+    sequential_embeddings,
     summarize,
 )
 from divcoef_assets.core.cache import EmbeddingCache
@@ -139,16 +140,12 @@ def audit_prepared(
     probe_loader=None,
 ) -> DiversityResult:
     cache = EmbeddingCache(cache_dir or default_cache_dir())
-    rows = compute_embeddings(
-        config,
-        plan_jobs(config),
-        lambda i: data.batch(config, i),
-        probe_loader or _probe_loader(config, data.tokenizer),
-        data_fingerprint=data.fingerprint,
-        cache=cache,
-        progress=progress,
-        label=data.name,
-    )
+    common = dict(data_fingerprint=data.fingerprint, cache=cache, progress=progress, label=data.name)
+    loader = probe_loader or _probe_loader(config, data.tokenizer)
+    if config.target_half_width > 0:
+        rows = sequential_embeddings(config, lambda i: data.batch(config, i), loader, **common)
+    else:
+        rows = compute_embeddings(config, plan_jobs(config), lambda i: data.batch(config, i), loader, **common)
     return summarize(config, rows, data.fingerprint)
 
 

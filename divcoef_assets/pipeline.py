@@ -36,6 +36,7 @@ from divcoef_assets.core.audit import (
     cross_summarize,
     noise_from_rows,
     plan_jobs,
+    sequential_embeddings,
 )
 from divcoef_assets.core.cache import BatchEmbedding, EmbeddingCache
 from divcoef_assets.core.coefficient import diversity_from_matrix
@@ -328,10 +329,12 @@ def embeddings(
     """Embed every batch (and the noise repeats), through the per-batch cache."""
     config = registry.probe(probe)
     token = read_token_batches(batches["path"])
-    rows = compute_embeddings(
-        config, plan_jobs(config, len(token)), lambda i: token[i], probe_loader or probe_loader_for(config, layout),
-        data_fingerprint=batches["snapshot_fingerprint"], cache=layout.cache, progress=progress, label=f"{dataset}|{probe}",
-    )
+    common = dict(data_fingerprint=batches["snapshot_fingerprint"], cache=layout.cache, progress=progress, label=f"{dataset}|{probe}")
+    loader = probe_loader or probe_loader_for(config, layout)
+    if config.target_half_width > 0:
+        rows = sequential_embeddings(config, lambda i: token[i], loader, max_batches=len(token), **common)
+    else:
+        rows = compute_embeddings(config, plan_jobs(config, len(token)), lambda i: token[i], loader, **common)
     out = layout.embeddings(dataset, probe)
     write_table_atomic(embeddings_table(rows, batches["snapshot_fingerprint"]), out)
     computed = [r for r in rows if not r.cached]

@@ -68,3 +68,18 @@ def test_cross_diversity_exceeds_each_side(tiny_gpt2_dir, tmp_path):
 def test_too_few_texts_is_a_clear_error(tiny_gpt2_dir, tmp_path):
     with pytest.raises(NotEnoughTextsError, match="batch_size=8"):
         diversity_coefficient(["one text", "  ", ""], probe=_probe(tiny_gpt2_dir), cache_dir=tmp_path)
+
+
+def test_sequential_stopping_adds_batches_until_the_interval_is_narrow(tiny_gpt2_dir, tmp_path):
+    texts = _texts(60, 4, WORDS_A)
+    wide = _probe(tiny_gpt2_dir, n_batches=8, min_batches=3, target_half_width=1.0, noise_repeats=0)
+    stopped = diversity_coefficient(texts, probe=wide, cache_dir=tmp_path)
+    assert stopped.estimate.n_batches == 3  # any interval is narrower than 1.0
+    tight = wide.replace(target_half_width=1e-9)
+    full = diversity_coefficient(texts, probe=tight, cache_dir=tmp_path)
+    assert full.estimate.n_batches == 8 and full.n_computed == 5  # the first 3 came from the cache
+    middle = (full.estimate.ci_high - full.estimate.ci_low) / 2
+    target = wide.replace(target_half_width=middle * 1.5)
+    some = diversity_coefficient(texts, probe=target, cache_dir=tmp_path)
+    assert 3 <= some.estimate.n_batches <= 8 and some.n_computed == 0
+    assert (some.estimate.ci_high - some.estimate.ci_low) / 2 <= target.target_half_width or some.estimate.n_batches == 8

@@ -126,6 +126,50 @@ def compute_embeddings(
     return [row for row in rows if row is not None]
 
 
+def sequential_embeddings(
+    config: ProbeConfig,
+    batch_for: Callable[[int], TokenBatch],
+    probe_loader: Callable[[], Probe],
+    *,
+    data_fingerprint: str,
+    cache: EmbeddingCache,
+    max_batches: int | None = None,
+    progress: ProgressCallback | None = None,
+    label: str = "",
+) -> list[BatchEmbedding]:
+    """Embeddings for sequential stopping: add batches until the interval is narrow enough.
+
+    Starts with `min_batches` batches (and the noise repeats), then adds one batch at a time
+    until the jackknife 95% half-width is at most `config.target_half_width`, or `max_batches`
+    (default `config.n_batches`) is reached. Every embedding still goes through the cache, so a
+    re-run stops at the same batch and computes nothing.
+    """
+    limit = config.n_batches if max_batches is None else max_batches
+    n = min(config.min_batches, limit)
+    loaded: list[Probe] = []
+
+    def loader() -> Probe:  # load the probe once across rounds
+        if not loaded:
+            loaded.append(probe_loader())
+        return loaded[0]
+
+    jobs = plan_jobs(config, n)
+    rows = compute_embeddings(config, jobs, batch_for, loader, data_fingerprint=data_fingerprint, cache=cache, progress=progress, label=label)
+    while True:
+        estimate = diversity_from_matrix(pdist(main_vectors(rows), metric=config.distance))
+        half = (estimate.ci_high - estimate.ci_low) / 2
+        if half <= config.target_half_width or n >= limit:
+            log.info(
+                "%ssequential stopping at %d batches: half-width %.4f (target %.4f, limit %d)",
+                f"{label}: " if label else "", n, half, config.target_half_width, limit,
+            )
+            return rows
+        rows += compute_embeddings(
+            config, [EmbeddingJob(n, 0)], batch_for, loader, data_fingerprint=data_fingerprint, cache=cache, progress=progress, label=label
+        )
+        n += 1
+
+
 @dataclass(frozen=True)
 class DiversityResult:
     """A dataset's diversity coefficient with its uncertainty, noise floor and provenance."""

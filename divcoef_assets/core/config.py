@@ -56,6 +56,10 @@ class ProbeConfig:
     noise_repeats: int = 2  # embeddings of one batch used to measure the noise floor (0 = skip)
     noise_batches: int = 2  # batches whose repeats measure the noise floor
     distance: str = "task2vec_cosine"  # see core.distance.DISTANCES
+    # Sequential stopping: when > 0, add batches (at least `min_batches`, at most `n_batches`)
+    # until the 95% interval's half-width is at most this. 0 = always `n_batches`.
+    target_half_width: float = 0.0
+    min_batches: int = 5
     device: Device = "cpu"
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # recorded, part of the fingerprint
@@ -66,6 +70,10 @@ class ProbeConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 problems.append(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.target_half_width, (int, float)) or self.target_half_width < 0:
+            problems.append(f"target_half_width must be a non-negative number, got {self.target_half_width!r}")
+        if not isinstance(self.min_batches, int) or self.min_batches < 3:
+            problems.append(f"min_batches must be an integer >= 3 (a jackknife needs batches to leave out), got {self.min_batches!r}")
         for name in ("epochs", "noise_repeats", "noise_batches", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -90,7 +98,8 @@ class ProbeConfig:
     def numeric_fields(self) -> dict[str, Any]:
         """The fields that can change an embedding (the fingerprint's content)."""
         data = dataclasses.asdict(self)
-        for key in ("name", "description", "device", "n_batches", "noise_repeats", "noise_batches", "distance"):
+        for key in ("name", "description", "device", "n_batches", "noise_repeats", "noise_batches", "distance",
+                    "target_half_width", "min_batches"):
             data.pop(key)
         return data
 
