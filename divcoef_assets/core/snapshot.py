@@ -125,7 +125,8 @@ def write_snapshot(
     """Stream (source, text) pairs into a Parquet snapshot at `out_path`; return what it holds.
 
     Raises `EmptySnapshotError` (and writes nothing) when no document is usable, and `TypeError`
-    naming the position when a pair is not (non-empty str, str or None). `name` says what is
+    naming the position when a pair is not (non-empty str, str or None); `ValueError` naming the
+    position and character when a text holds a lone surrogate. `name` says what is
     being snapshotted in error messages (default: the file name of `out_path`).
     """
     if not isinstance(chunk_rows, int) or chunk_rows <= 0:

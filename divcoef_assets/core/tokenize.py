@@ -50,6 +50,11 @@ class EmptyTextError(ValueError):
     """A text produced no tokens at all; filter texts with ``usable_texts`` first."""
 
 
+class UnencodableTextError(ValueError):
+    """A text holds a lone surrogate (possible in a Python str, not in Unicode text), so no
+    tokenizer can read it; the message names the text and the character."""
+
+
 @dataclass(frozen=True)
 class TextTokenizer:
     """A tokenizer reduced to what the diversity pipeline needs.
@@ -66,11 +71,29 @@ class TextTokenizer:
     _backend: tokenizers.Tokenizer = field(repr=False, compare=False)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, whole, with no special tokens added."""
+        """Token ids of each text, whole, with no special tokens added.
+
+        Raises `UnencodableTextError` for a text that holds a lone surrogate.
+        """
         texts = _as_text_list(texts)
         if not texts:
             return []
-        return [enc.ids for enc in self._backend.encode_batch(texts, add_special_tokens=False)]
+        return [enc.ids for enc in self._encode_batch(texts, range(len(texts)))]
+
+    def _encode_batch(self, texts: list[str], positions: Sequence[int]) -> list[tokenizers.Encoding]:
+        try:
+            return self._backend.encode_batch(texts, add_special_tokens=False)
+        except TypeError:
+            # The backend refuses a str it cannot convert to UTF-8 with an opaque TypeError.
+            for position, text in zip(positions, texts):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise UnencodableTextError(
+                        f"text {position} holds a lone surrogate (U+{ord(text[exc.start]):04X}) at character "
+                        f"{exc.start}, which is not valid Unicode; fix or drop that record"
+                    ) from None
+            raise
 
     def encode_head(
         self, texts: Sequence[str], max_tokens: int, *, char_budget: int | None = None
@@ -99,7 +122,7 @@ class TextTokenizer:
         pending = list(range(len(texts)))
         while pending:
             prefixes = [texts[i][:budget] for i in pending]
-            encodings = self._backend.encode_batch(prefixes, add_special_tokens=False)
+            encodings = self._encode_batch(prefixes, pending)
             still_pending = []
             for i, prefix, enc in zip(pending, prefixes, encodings):
                 if len(prefix) == len(texts[i]):
@@ -331,7 +354,12 @@ class TokenBatch:
 
 def encode_fixed(tokenizer: TextTokenizer, texts: Sequence[str], seq_len: int = 128) -> TokenBatch:
     """Tokenize, truncate to ``seq_len`` and right-pad with ``tokenizer.pad_id`` (the paper's
-    batches: GPT-2, 128 tokens, pad = eos)."""
+    batches: GPT-2, 128 tokens, pad = eos).
+
+    Returns ids and mask of shape [len(texts), seq_len]; each mask row is ones then zeros. Raises
+    `EmptyTextError` for a text without tokens and `UnencodableTextError` for a text holding a
+    lone surrogate; a text of any length costs no more than its first ``seq_len`` tokens.
+    """
     seq_len = operator.index(seq_len)
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
