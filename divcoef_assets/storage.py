@@ -14,6 +14,8 @@ and probe, or per pair and probe). The coefficient keys include the probe finger
 key whose config changed measures something else, and replacing the old row would erase history.
 Re-computing the same measurement replaces its row in one transaction; other snapshots and
 configs stay as history, so re-runs never duplicate and never delete other results.
+`record_coefficient` writes a measurement with its dataset and probe rows in one transaction,
+so a failure part way leaves none of them.
 
 DuckDB has a single writer per file, held for a connection's lifetime. The store therefore opens
 a connection per operation and closes it at once; when another process holds the file, it retries
