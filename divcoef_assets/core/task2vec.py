@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from divcoef_assets.core.config import ProbeConfig
+from divcoef_assets.core.fused import linear_cross_entropy, linear_sampled_cross_entropy
 from divcoef_assets.core.probe import Probe
 from divcoef_assets.core.tokenize import TokenBatch
 
@@ -116,6 +117,11 @@ def _sample(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.searchsorted(cdf, u, right=True).clamp_(max=logits.shape[1] - 1).squeeze(1)
 
 
+def _fused_head(probe: Probe) -> bool:
+    """Whether the output layer can run through `core.fused`: a plain linear layer fed by `probe.body`."""
+    return probe.body is not None and type(probe.head) is torch.nn.Linear
+
+
 def finetune_head(probe: Probe, ids: torch.Tensor, mask: torch.Tensor, config: ProbeConfig) -> tuple[float, float]:
     """Fine-tune the output head in place; returns (first, last) epoch mean loss."""
     if config.epochs == 0:
@@ -125,24 +131,33 @@ def finetune_head(probe: Probe, ids: torch.Tensor, mask: torch.Tensor, config: P
     head_ids = {id(p) for p in head_params}
     for p in model.parameters():
         p.requires_grad_(id(p) in head_ids)  # body weights get no gradient: none is needed
-    optimizer = torch.optim.AdamW(head_params, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay)
+    # fused=True: one pass over the (vocabulary-sized) head instead of a dozen elementwise ops
+    optimizer = torch.optim.AdamW(
+        head_params, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True
+    )
     slices = _loader_slices(ids.shape[0], config.loader_batch_size)
+    fused = _fused_head(probe)
+    steps_input = []
+    for sl in slices:
+        positions, targets = _targets_finetune(ids[sl], mask[sl], probe, config.reference_compat)
+        if targets.numel():
+            steps_input.append((ids[sl], mask[sl], positions, targets))
     epoch_losses = []
     try:
         for _ in range(config.epochs):
-            total, steps = 0.0, 0
-            for sl in slices:
-                positions, targets = _targets_finetune(ids[sl], mask[sl], probe, config.reference_compat)
-                if targets.numel() == 0:
-                    continue
-                _, logits = probe.hidden_and_logits(ids[sl], mask[sl], positions)
-                loss = F.cross_entropy(logits, targets)
+            total = torch.zeros((), device=ids.device)
+            for b_ids, b_mask, positions, targets in steps_input:
+                if fused:
+                    hidden = probe.body(input_ids=b_ids, attention_mask=b_mask, use_cache=False).last_hidden_state
+                    loss = linear_cross_entropy(hidden[positions], probe.head.weight, probe.head.bias, targets)
+                else:
+                    _, logits = probe.hidden_and_logits(b_ids, b_mask, positions)
+                    loss = F.cross_entropy(logits, targets)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += loss.item()
-                steps += 1
-            epoch_losses.append(total / max(steps, 1))
+                total += loss.detach()
+            epoch_losses.append(float(total) / max(len(steps_input), 1))
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -156,6 +171,18 @@ def _fisher_positions(ids: torch.Tensor, mask: torch.Tensor, compat: bool) -> to
     return mask.bool()
 
 
+def _sampled_loss(probe: Probe, logits: torch.Tensor, b_ids: torch.Tensor, generator: torch.Generator, compat: bool) -> torch.Tensor:
+    """Mean cross-entropy of targets drawn from softmax(logits) (unfused path)."""
+    sampled = _sample(logits, generator)
+    if not compat:
+        return F.cross_entropy(logits, sampled)
+    # Reference: logits[:, t] scored against the token sampled at t + 1, eos ignored.
+    logits_bt = logits.view(b_ids.shape[0], b_ids.shape[1], -1)[:, :-1]
+    sampled_bt = sampled.view(b_ids.shape[0], b_ids.shape[1])[:, 1:]
+    keep = sampled_bt != probe.eos_id
+    return F.cross_entropy(logits_bt[keep], sampled_bt[keep])
+
+
 def fisher_diagonal(probe: Probe, ids: torch.Tensor, mask: torch.Tensor, config: ProbeConfig, generator: torch.Generator) -> tuple[dict[str, torch.Tensor], float, int]:
     """Diagonal Fisher of every parameter, averaged over loader batches.
 
@@ -167,55 +194,56 @@ def fisher_diagonal(probe: Probe, ids: torch.Tensor, mask: torch.Tensor, config:
     exact_head = config.fisher == "mc_head_exact"
     if exact_head and not isinstance(probe.head, torch.nn.Linear):
         raise ValueError("fisher 'mc_head_exact' needs a linear output head")
+    fused = _fused_head(probe)
+    compat = config.reference_compat
     head_weight = probe.head.weight
     head_name = next(name for name, p in params.items() if p is head_weight)
+    n_samples = config.fisher_samples
     n_loader = 0
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []
     n_scored = 0
     for sl in _loader_slices(ids.shape[0], config.loader_batch_size):
         b_ids, b_mask = ids[sl], mask[sl]
-        positions = _fisher_positions(b_ids, b_mask, config.reference_compat)
+        positions = _fisher_positions(b_ids, b_mask, compat)
         model.zero_grad(set_to_none=True)
-        if exact_head:
+        # exact_head: the head runs on a detached copy of its weight, so the output-layer part
+        # of that weight's gradient (a) comes back apart from the rest (b)
+        head_leaf = head_weight.detach().requires_grad_(True) if exact_head else head_weight
+        if fused or exact_head:
             hidden = probe.body(input_ids=b_ids, attention_mask=b_mask, use_cache=False).last_hidden_state[positions]
-            head_leaf = head_weight.detach().requires_grad_(True)
-            logits = F.linear(hidden, head_leaf, probe.head.bias)
+            logits = None if fused else F.linear(hidden, head_leaf, probe.head.bias)
         else:
             hidden, logits = probe.hidden_and_logits(b_ids, b_mask, positions)
-        n = logits.shape[0]
+        n = hidden.shape[0] if hidden is not None else logits.shape[0]
         if n == 0:
             continue
-        batch_acc = {name: torch.zeros_like(p) for name, p in params.items()}
-        for s in range(config.fisher_samples):
-            sampled = _sample(logits, generator)
-            if config.reference_compat:
-                # Reference: logits[:, t] scored against the token sampled at t + 1, eos ignored.
-                logits_bt = logits.view(b_ids.shape[0], b_ids.shape[1], -1)[:, :-1]
-                sampled_bt = sampled.view(b_ids.shape[0], b_ids.shape[1])[:, 1:]
-                keep = sampled_bt != probe.eos_id
-                loss = F.cross_entropy(logits_bt[keep], sampled_bt[keep])
+        wrt = [params[k] for k in params] + ([head_leaf] if exact_head else [])
+        batch_acc = acc if n_samples == 1 else {name: torch.zeros_like(p) for name, p in params.items()}
+        for s in range(n_samples):
+            if fused:
+                uniforms = torch.rand((n, 1), generator=generator, device=hidden.device, dtype=hidden.dtype)
+                loss, _, exact = linear_sampled_cross_entropy(
+                    hidden, head_leaf, probe.head.bias, uniforms,
+                    seq_len=b_ids.shape[1] if compat else None,
+                    ignore_target=probe.eos_id if compat else None,
+                    exact_head=exact_head and s == 0,
+                )
             else:
-                loss = F.cross_entropy(logits, sampled)
-            last = s == config.fisher_samples - 1
-            grads = torch.autograd.grad(
-                loss,
-                [params[k] for k in params] + ([head_leaf] if exact_head else []),
-                retain_graph=not last,
-                allow_unused=True,
-            )
+                loss, exact = _sampled_loss(probe, logits, b_ids, generator, compat), None
+            if exact is not None:
+                acc[head_name] += exact / (n * n)
+            grads = torch.autograd.grad(loss, wrt, retain_graph=s < n_samples - 1, allow_unused=True)
             for (name, _), g in zip(params.items(), grads):
                 if g is None:
                     continue
+                batch_acc[name].addcmul_(g, g)
                 if exact_head and name == head_name:
-                    # tied head: g is the input-path part b; a is the output-layer part
-                    a = grads[-1]
-                    batch_acc[name] += g * g + 2 * a * g
-                else:
-                    batch_acc[name] += g * g
-            losses.append(loss.item())
-        for name in acc:
-            acc[name] += batch_acc[name] / config.fisher_samples
-        if exact_head:
+                    batch_acc[name].addcmul_(grads[-1], g, value=2.0)  # tied head: 2ab, a = output-layer part
+            losses.append(loss.detach())
+        if n_samples > 1:
+            for name in acc:
+                acc[name] += batch_acc[name] / n_samples
+        if exact_head and not fused:
             with torch.no_grad():
                 p = torch.softmax(logits.detach(), dim=-1)  # [N, V]
                 acc[head_name] += (p * (1 - p)).T @ (hidden.detach() ** 2) / (n * n)  # [V, d]
@@ -224,7 +252,7 @@ def fisher_diagonal(probe: Probe, ids: torch.Tensor, mask: torch.Tensor, config:
     model.zero_grad(set_to_none=True)
     if n_loader == 0:
         raise ValueError("the batch has no scorable positions (every sequence is empty)")
-    return {name: a / n_loader for name, a in acc.items()}, float(np.mean(losses)), n_scored
+    return {name: a / n_loader for name, a in acc.items()}, float(torch.stack(losses).mean()), n_scored
 
 
 def filterwise(probe: Probe, fisher: dict[str, torch.Tensor]) -> tuple[np.ndarray, tuple[LayoutEntry, ...]]:

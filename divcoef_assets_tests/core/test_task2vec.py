@@ -171,3 +171,22 @@ def test_poisoned_weight_is_detected(tiny_gpt2_dir):
     probe._initial = {n: t.detach().clone() for n, t in probe.model.state_dict().items()}
     with pytest.raises(FisherNotFiniteError, match="transformer"):
         embed_batch(probe, _batch(8, 32, 50257, 50256), config, seed=0)
+
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [dict(fisher="mc"), dict(fisher="mc", reference_compat=True), dict(fisher="mc_head_exact"), dict(fisher="mc", fisher_samples=3)],
+)
+def test_fused_output_layer_equals_the_unfused_path(tiny_gpt2_dir, settings, monkeypatch):
+    """The chunked output layer (core.fused) and plain F.linear + F.cross_entropy give one embedding."""
+    import divcoef_assets.core.task2vec as t2v
+
+    config = _config(tiny_gpt2_dir, epochs=2, **settings)
+    batch = _batch(12, 32, 50257, 50256, seed=4)
+    fused = embed_batch(load_probe(config), batch, config, seed=3)
+    monkeypatch.setattr(t2v, "_fused_head", lambda probe: False)
+    plain = embed_batch(load_probe(config), batch, config, seed=3)
+    np.testing.assert_allclose(fused.vector, plain.vector, rtol=1e-4, atol=1e-12)
+    assert fused.finetune_loss_last == pytest.approx(plain.finetune_loss_last, rel=1e-5)
+    assert fused.fisher_loss == pytest.approx(plain.fisher_loss, rel=1e-5)
