@@ -21,10 +21,14 @@ Estimators (`ProbeConfig.fisher`):
 - "mc": step 3 as written, one target per position (`fisher_samples` > 1 averages several).
 - "mc_head_exact": the same expectation with lower variance. The output layer's own gradient
   for a position is (p - e_y) h^T, whose squared expectation over y has the closed form
-  p_v (1 - p_v) h_k^2. The head is run on a detached copy of its weight, so autograd returns the
-  output-layer part `a` and the rest `b` (input path, body) separately; the estimate is
-  E[a^2] (exact) + b^2 + 2ab (Monte Carlo, unbiased). For GPT-2 this removes the Monte Carlo
-  noise from the 50,257 word-embedding rows, which otherwise dominates the embedding.
+  p_v (1 - p_v) h_k^2 (summed over positions; the cross terms between positions vanish). The
+  head runs on a detached copy of its weight, so autograd returns the output-layer part `a` of
+  the gradient apart from the rest `b` (the input-embedding path of a tied head, and the body).
+  A row v of a tied embedding whose token is absent from the loader batch's input gets b_v = 0,
+  so its (a + b)^2 = a^2 is taken in closed form; rows of input tokens keep the plain Monte Carlo
+  (a + b)^2; every other parameter is plain Monte Carlo. Unbiased and non-negative. For GPT-2
+  this removes the Monte Carlo noise from nearly all of the 50,257 word-embedding rows, which
+  otherwise dominates the embedding.
 
 Deviations from the reference code (default; `reference_compat=True` restores them exactly):
 - Fisher targets: the reference scores the token sampled from position t+1's distribution
@@ -219,6 +223,8 @@ def fisher_diagonal(probe: Probe, ids: torch.Tensor, mask: torch.Tensor, config:
             continue
         wrt = [params[k] for k in params] + ([head_leaf] if exact_head else [])
         batch_acc = acc if n_samples == 1 else {name: torch.zeros_like(p) for name, p in params.items()}
+        exact_term = None  # closed-form E[a^2] of the output layer, [V, d], before / n^2
+        head_mc = torch.zeros_like(head_weight) if exact_head else None  # Monte Carlo (a + b)^2
         for s in range(n_samples):
             if fused:
                 uniforms = torch.rand((n, 1), generator=generator, device=hidden.device, dtype=hidden.dtype)
@@ -231,22 +237,35 @@ def fisher_diagonal(probe: Probe, ids: torch.Tensor, mask: torch.Tensor, config:
             else:
                 loss, exact = _sampled_loss(probe, logits, b_ids, generator, compat), None
             if exact is not None:
-                acc[head_name] += exact / (n * n)
+                exact_term = exact
             grads = torch.autograd.grad(loss, wrt, retain_graph=s < n_samples - 1, allow_unused=True)
             for (name, _), g in zip(params.items(), grads):
                 if g is None:
                     continue
-                batch_acc[name].addcmul_(g, g)
                 if exact_head and name == head_name:
-                    batch_acc[name].addcmul_(grads[-1], g, value=2.0)  # tied head: 2ab, a = output-layer part
+                    full = g + grads[-1]  # tied head: input-path part b plus output-layer part a
+                    head_mc.addcmul_(full, full)
+                else:
+                    batch_acc[name].addcmul_(g, g)
             losses.append(loss.detach())
         if n_samples > 1:
             for name in acc:
                 acc[name] += batch_acc[name] / n_samples
-        if exact_head and not fused:
+        if exact_head:
             with torch.no_grad():
-                p = torch.softmax(logits.detach(), dim=-1)  # [N, V]
-                acc[head_name] += (p * (1 - p)).T @ (hidden.detach() ** 2) / (n * n)  # [V, d]
+                if exact_term is None:
+                    p = torch.softmax(logits.detach(), dim=-1)  # [N, V]
+                    exact_term = (p * (1 - p)).T @ (hidden.detach() ** 2)  # [V, d]
+                # Rows of tokens absent from the input get no input-path gradient (b = 0), so
+                # their (a + b)^2 = a^2 has the closed-form expectation: take it exactly. Rows of
+                # input tokens keep the plain Monte Carlo (a + b)^2, unbiased and non-negative.
+                if probe.tied_head:
+                    present = torch.zeros(head_weight.shape[0], dtype=torch.bool, device=head_weight.device)
+                    present[b_ids.unique()] = True
+                    exact_term[present] = 0.0
+                    head_mc[~present] = 0.0
+                    acc[head_name] += head_mc / n_samples
+                acc[head_name] += exact_term / (n * n)
         n_loader += 1
         n_scored += n
     model.zero_grad(set_to_none=True)

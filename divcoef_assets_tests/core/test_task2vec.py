@@ -138,13 +138,24 @@ def test_fisher_estimators_converge_to_the_exact_expectation(tmp_path):
     assert rel(mc) < 0.08, rel(mc)
     assert rel(rb) < 0.08, rel(rb)
 
-    # one-sample noise: the closed-form head estimator is far less noisy than plain Monte Carlo
+
+
+def test_head_exact_estimator_is_less_noisy_when_most_tokens_are_absent(tmp_path):
+    # 200-token vocabulary, 2 x 8-token loader batches: most embedding rows are absent from the
+    # input, which is the regime of GPT-2's 50k rows, where the closed form removes their noise.
+    V = 200
+    folder = save_tiny_gpt2(tmp_path / "m", vocab_size=V, n_embd=8, n_positions=8, dropout=0.0, seed=1)
+    base = dict(name="x", model=str(folder), seq_len=8, batch_size=4, epochs=0, loader_batch_size=2)
+    batch = _batch(4, 8, V, V - 1, seed=2, min_len=4)
+    probe = load_probe(ProbeConfig(**base))
+
     def spread(fisher):
         cfg = ProbeConfig(**base, fisher=fisher)
-        runs = np.stack([embed_batch(probe, batch, cfg, seed=s).vector for s in range(30)])
-        return (np.abs(runs - exact).sum(1) / exact.sum()).mean()
+        runs = np.stack([embed_batch(probe, batch, cfg, seed=s).vector for s in range(20)])
+        centre = runs.mean(0)
+        return (np.abs(runs - centre).sum(1) / centre.sum()).mean()
 
-    assert spread("mc_head_exact") < 0.7 * spread("mc")
+    assert spread("mc_head_exact") < 0.5 * spread("mc")
 
 
 def test_head_exact_rows_absent_from_input_have_no_monte_carlo_noise(tiny_gpt2_dir):
