@@ -24,6 +24,11 @@ Device = str  # "cpu", "cuda", "cuda:1", "auto"
 
 FISHER_ESTIMATORS: tuple[str, ...] = ("mc", "mc_head_exact")
 
+# Version of what the engine computes for a given config. It is part of every probe fingerprint,
+# hence of every cache key: bump it whenever a change to core/task2vec.py (or what it calls)
+# changes an embedding's value, so no stale embedding is ever reused.
+ENGINE_VERSION = "2"
+
 
 @dataclass(frozen=True)
 class ProbeConfig:
@@ -110,7 +115,7 @@ class ProbeConfig:
         which embeddings are used and how they are compared, not what any one embedding is, so
         raising them reuses every embedding already computed.
         """
-        payload = json.dumps(self.numeric_fields(), sort_keys=True, default=str)
+        payload = json.dumps({"engine": ENGINE_VERSION, **self.numeric_fields()}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> "ProbeConfig":
