@@ -27,7 +27,7 @@ FISHER_ESTIMATORS: tuple[str, ...] = ("mc", "mc_head_exact")
 # Version of what the engine computes for a given config. It is part of every probe fingerprint,
 # hence of every cache key: bump it whenever a change to core/task2vec.py (or what it calls)
 # changes an embedding's value, so no stale embedding is ever reused.
-ENGINE_VERSION = "2"
+ENGINE_VERSION = "2"  # 2: closed-form head rows only where absent from the input
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,9 @@ class ProbeConfig:
     # "mc_head_exact": same expectation, with the output layer's term in closed form.
     fisher: FisherEstimator = "mc"
     fisher_samples: int = 1  # Monte Carlo targets per position, averaged (same expectation)
+    # Squared gradients per "loader_batch" (the paper) or per "sequence" (each sequence's share of
+    # the loader batch's loss squared separately: same expectation, lower variance).
+    fisher_squares: Literal["loader_batch", "sequence"] = "loader_batch"
     # Reproduce the official code's quirks exactly (off-by-one target, pads scored, eos ignored).
     reference_compat: bool = False
     seed: int = 0  # seeds batch sampling, random init, dropout and Monte Carlo draws
@@ -89,6 +92,10 @@ class ProbeConfig:
             problems.append(f"init must be 'pretrained' or 'random', got {self.init!r}")
         if self.fisher not in FISHER_ESTIMATORS:
             problems.append(f"fisher must be one of {FISHER_ESTIMATORS}, got {self.fisher!r}")
+        if self.fisher_squares not in ("loader_batch", "sequence"):
+            problems.append(f"fisher_squares must be 'loader_batch' or 'sequence', got {self.fisher_squares!r}")
+        if self.reference_compat and self.fisher_squares != "loader_batch":
+            problems.append("reference_compat squares gradients per loader batch: use fisher_squares='loader_batch'")
         if self.reference_compat and self.fisher != "mc":
             problems.append("reference_compat reproduces the official Monte Carlo estimator: use fisher='mc'")
         for name in ("lr", "adam_eps", "weight_decay"):

@@ -207,67 +207,77 @@ def fisher_diagonal(probe: Probe, ids: torch.Tensor, mask: torch.Tensor, config:
     losses: list[torch.Tensor] = []
     n_scored = 0
     for sl in _loader_slices(ids.shape[0], config.loader_batch_size):
-        b_ids, b_mask = ids[sl], mask[sl]
-        positions = _fisher_positions(b_ids, b_mask, compat)
-        model.zero_grad(set_to_none=True)
-        # exact_head: the head runs on a detached copy of its weight, so the output-layer part
-        # of that weight's gradient (a) comes back apart from the rest (b)
-        head_leaf = head_weight.detach().requires_grad_(True) if exact_head else head_weight
-        if fused or exact_head:
-            hidden = probe.body(input_ids=b_ids, attention_mask=b_mask, use_cache=False).last_hidden_state[positions]
-            logits = None if fused else F.linear(hidden, head_leaf, probe.head.bias)
-        else:
-            hidden, logits = probe.hidden_and_logits(b_ids, b_mask, positions)
-        n = hidden.shape[0] if hidden is not None else logits.shape[0]
-        if n == 0:
+        n_norm = int(_fisher_positions(ids[sl], mask[sl], compat).sum())  # scored positions of the loader batch
+        if n_norm == 0:
             continue
-        wrt = [params[k] for k in params] + ([head_leaf] if exact_head else [])
-        batch_acc = acc if n_samples == 1 else {name: torch.zeros_like(p) for name, p in params.items()}
-        exact_term = None  # closed-form E[a^2] of the output layer, [V, d], before / n^2
-        head_mc = torch.zeros_like(head_weight) if exact_head else None  # Monte Carlo (a + b)^2
-        for s in range(n_samples):
-            if fused:
-                uniforms = torch.rand((n, 1), generator=generator, device=hidden.device, dtype=hidden.dtype)
-                loss, _, exact = linear_sampled_cross_entropy(
-                    hidden, head_leaf, probe.head.bias, uniforms,
-                    seq_len=b_ids.shape[1] if compat else None,
-                    ignore_target=probe.eos_id if compat else None,
-                    exact_head=exact_head and s == 0,
-                )
+        # "sequence" squares: the gradient of each sequence's share of the loader batch's loss is
+        # squared separately; the cross terms they drop have zero mean, so the expectation is the
+        # same and the variance lower.
+        units = [sl] if config.fisher_squares == "loader_batch" else [slice(i, i + 1) for i in range(sl.start, sl.stop)]
+        for unit in units:
+            b_ids, b_mask = ids[unit], mask[unit]
+            positions = _fisher_positions(b_ids, b_mask, compat)
+            model.zero_grad(set_to_none=True)
+            # exact_head: the head runs on a detached copy of its weight, so the output-layer part
+            # of that weight's gradient (a) comes back apart from the rest (b)
+            head_leaf = head_weight.detach().requires_grad_(True) if exact_head else head_weight
+            if fused or exact_head:
+                hidden = probe.body(input_ids=b_ids, attention_mask=b_mask, use_cache=False).last_hidden_state[positions]
+                logits = None if fused else F.linear(hidden, head_leaf, probe.head.bias)
             else:
-                loss, exact = _sampled_loss(probe, logits, b_ids, generator, compat), None
-            if exact is not None:
-                exact_term = exact
-            grads = torch.autograd.grad(loss, wrt, retain_graph=s < n_samples - 1, allow_unused=True)
-            for (name, _), g in zip(params.items(), grads):
-                if g is None:
-                    continue
-                if exact_head and name == head_name:
-                    full = g + grads[-1]  # tied head: input-path part b plus output-layer part a
-                    head_mc.addcmul_(full, full)
+                hidden, logits = probe.hidden_and_logits(b_ids, b_mask, positions)
+            n = hidden.shape[0] if hidden is not None else logits.shape[0]
+            if n == 0:
+                continue
+            wrt = [params[k] for k in params] + ([head_leaf] if exact_head else [])
+            batch_acc = acc if n_samples == 1 else {name: torch.zeros_like(p) for name, p in params.items()}
+            exact_term = None  # closed-form E[a^2] of the output layer, [V, d], before / n_norm^2
+            head_mc = torch.zeros_like(head_weight) if exact_head else None  # Monte Carlo (a + b)^2
+            for s in range(n_samples):
+                if fused:
+                    uniforms = torch.rand((n, 1), generator=generator, device=hidden.device, dtype=hidden.dtype)
+                    loss, _, exact = linear_sampled_cross_entropy(
+                        hidden, head_leaf, probe.head.bias, uniforms,
+                        seq_len=b_ids.shape[1] if compat else None,
+                        ignore_target=probe.eos_id if compat else None,
+                        exact_head=exact_head and s == 0,
+                    )
                 else:
-                    batch_acc[name].addcmul_(g, g)
-            losses.append(loss.detach())
-        if n_samples > 1:
-            for name in acc:
-                acc[name] += batch_acc[name] / n_samples
-        if exact_head:
-            with torch.no_grad():
-                if exact_term is None:
-                    p = torch.softmax(logits.detach(), dim=-1)  # [N, V]
-                    exact_term = (p * (1 - p)).T @ (hidden.detach() ** 2)  # [V, d]
-                # Rows of tokens absent from the input get no input-path gradient (b = 0), so
-                # their (a + b)^2 = a^2 has the closed-form expectation: take it exactly. Rows of
-                # input tokens keep the plain Monte Carlo (a + b)^2, unbiased and non-negative.
-                if probe.tied_head:
-                    present = torch.zeros(head_weight.shape[0], dtype=torch.bool, device=head_weight.device)
-                    present[b_ids.unique()] = True
-                    exact_term[present] = 0.0
-                    head_mc[~present] = 0.0
-                    acc[head_name] += head_mc / n_samples
-                acc[head_name] += exact_term / (n * n)
+                    loss, exact = _sampled_loss(probe, logits, b_ids, generator, compat), None
+                if exact is not None:
+                    exact_term = exact
+                losses.append(loss.detach())
+                if n != n_norm:  # per-sequence squares: the unit's share of the loader batch's mean loss
+                    loss = loss * (n / n_norm)
+                grads = torch.autograd.grad(loss, wrt, retain_graph=s < n_samples - 1, allow_unused=True)
+                for (name, _), g in zip(params.items(), grads):
+                    if g is None:
+                        continue
+                    if exact_head and name == head_name:
+                        full = g + grads[-1]  # tied head: input-path part b plus output-layer part a
+                        head_mc.addcmul_(full, full)
+                    else:
+                        batch_acc[name].addcmul_(g, g)
+            if n_samples > 1:
+                for name in acc:
+                    acc[name] += batch_acc[name] / n_samples
+            if exact_head:
+                with torch.no_grad():
+                    if exact_term is None:
+                        p = torch.softmax(logits.detach(), dim=-1)  # [N, V]
+                        exact_term = (p * (1 - p)).T @ (hidden.detach() ** 2)  # [V, d]
+                    # Rows of tokens absent from the input get no input-path gradient (b = 0), so
+                    # their (a + b)^2 = a^2 has the closed-form expectation: take it exactly. Rows of
+                    # input tokens keep the plain Monte Carlo (a + b)^2, unbiased and non-negative.
+                    if probe.tied_head:
+                        present = torch.zeros(head_weight.shape[0], dtype=torch.bool, device=head_weight.device)
+                        present[b_ids.unique()] = True
+                        exact_term[present] = 0.0
+                        head_mc[~present] = 0.0
+                        acc[head_name] += head_mc / n_samples
+                    acc[head_name] += exact_term / (n_norm * n_norm)
+            n_scored += n
         n_loader += 1
-        n_scored += n
     model.zero_grad(set_to_none=True)
     if n_loader == 0:
         raise ValueError("the batch has no scorable positions (every sequence is empty)")

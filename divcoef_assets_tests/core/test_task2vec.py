@@ -134,28 +134,31 @@ def test_fisher_estimators_converge_to_the_exact_expectation(tmp_path):
 
     mc = embed_batch(probe, batch, ProbeConfig(**base, fisher="mc", fisher_samples=3000), seed=0).vector
     rb = embed_batch(probe, batch, ProbeConfig(**base, fisher="mc_head_exact", fisher_samples=300), seed=0).vector
+    seq = embed_batch(probe, batch, ProbeConfig(**base, fisher="mc_head_exact", fisher_squares="sequence", fisher_samples=300), seed=0).vector
     rel = lambda v: np.abs(v - exact).sum() / exact.sum()
     assert rel(mc) < 0.08, rel(mc)
     assert rel(rb) < 0.08, rel(rb)
+    assert rel(seq) < 0.08, rel(seq)
 
 
 
 def test_head_exact_estimator_is_less_noisy_when_most_tokens_are_absent(tmp_path):
-    # 200-token vocabulary, 2 x 8-token loader batches: most embedding rows are absent from the
-    # input, which is the regime of GPT-2's 50k rows, where the closed form removes their noise.
+    # 200-token vocabulary, one loader batch of 8 x 8 tokens: most embedding rows are absent from
+    # the input, which is the regime of GPT-2's 50k rows, where the closed form removes their noise.
     V = 200
     folder = save_tiny_gpt2(tmp_path / "m", vocab_size=V, n_embd=8, n_positions=8, dropout=0.0, seed=1)
-    base = dict(name="x", model=str(folder), seq_len=8, batch_size=4, epochs=0, loader_batch_size=2)
-    batch = _batch(4, 8, V, V - 1, seed=2, min_len=4)
+    base = dict(name="x", model=str(folder), seq_len=8, batch_size=8, epochs=0, loader_batch_size=8)
+    batch = _batch(8, 8, V, V - 1, seed=2, min_len=4)
     probe = load_probe(ProbeConfig(**base))
 
-    def spread(fisher):
-        cfg = ProbeConfig(**base, fisher=fisher)
+    def spread(fisher, squares="loader_batch"):
+        cfg = ProbeConfig(**base, fisher=fisher, fisher_squares=squares)
         runs = np.stack([embed_batch(probe, batch, cfg, seed=s).vector for s in range(20)])
         centre = runs.mean(0)
         return (np.abs(runs - centre).sum(1) / centre.sum()).mean()
 
     assert spread("mc_head_exact") < 0.5 * spread("mc")
+    assert spread("mc_head_exact", "sequence") < 0.75 * spread("mc_head_exact")
 
 
 def test_head_exact_rows_absent_from_input_have_no_monte_carlo_noise(tiny_gpt2_dir):
