@@ -83,3 +83,4 @@ def test_sequential_stopping_adds_batches_until_the_interval_is_narrow(tiny_gpt2
     some = diversity_coefficient(texts, probe=target, cache_dir=tmp_path)
     assert 3 <= some.estimate.n_batches <= 8 and some.n_computed == 0
     assert (some.estimate.ci_high - some.estimate.ci_low) / 2 <= target.target_half_width or some.estimate.n_batches == 8
+

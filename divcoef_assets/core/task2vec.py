@@ -230,9 +230,10 @@ def fisher_diagonal(probe: Probe, ids: torch.Tensor, mask: torch.Tensor, config:
             if n == 0:
                 continue
             wrt = [params[k] for k in params] + ([head_leaf] if exact_head else [])
-            batch_acc = acc if n_samples == 1 else {name: torch.zeros_like(p) for name, p in params.items()}
             exact_term = None  # closed-form E[a^2] of the output layer, [V, d], before / n_norm^2
-            head_mc = torch.zeros_like(head_weight) if exact_head else None  # Monte Carlo (a + b)^2
+            # Rows of a tied embedding whose tokens are in this unit's input: only these get an
+            # input-path gradient b; every other row has b = 0 and takes E[a^2] in closed form.
+            present = b_ids.unique() if exact_head and probe.tied_head else None
             for s in range(n_samples):
                 if fused:
                     uniforms = torch.rand((n, 1), generator=generator, device=hidden.device, dtype=hidden.dtype)
@@ -253,29 +254,19 @@ def fisher_diagonal(probe: Probe, ids: torch.Tensor, mask: torch.Tensor, config:
                 for (name, _), g in zip(params.items(), grads):
                     if g is None:
                         continue
-                    if exact_head and name == head_name:
-                        full = g + grads[-1]  # tied head: input-path part b plus output-layer part a
-                        head_mc.addcmul_(full, full)
+                    if present is not None and name == head_name:
+                        full = (g + grads[-1])[present]  # input-path part b plus output-layer part a
+                        acc[name].index_add_(0, present, full * full, alpha=1.0 / n_samples)
                     else:
-                        batch_acc[name].addcmul_(g, g)
-            if n_samples > 1:
-                for name in acc:
-                    acc[name] += batch_acc[name] / n_samples
+                        acc[name].addcmul_(g, g, value=1.0 / n_samples)
             if exact_head:
                 with torch.no_grad():
                     if exact_term is None:
                         p = torch.softmax(logits.detach(), dim=-1)  # [N, V]
                         exact_term = (p * (1 - p)).T @ (hidden.detach() ** 2)  # [V, d]
-                    # Rows of tokens absent from the input get no input-path gradient (b = 0), so
-                    # their (a + b)^2 = a^2 has the closed-form expectation: take it exactly. Rows of
-                    # input tokens keep the plain Monte Carlo (a + b)^2, unbiased and non-negative.
-                    if probe.tied_head:
-                        present = torch.zeros(head_weight.shape[0], dtype=torch.bool, device=head_weight.device)
-                        present[b_ids.unique()] = True
-                        exact_term[present] = 0.0
-                        head_mc[~present] = 0.0
-                        acc[head_name] += head_mc / n_samples
-                    acc[head_name] += exact_term / (n_norm * n_norm)
+                    if present is not None:
+                        exact_term[present] = 0.0  # those rows are in the Monte Carlo term above
+                    acc[head_name].add_(exact_term, alpha=1.0 / (n_norm * n_norm))
             n_scored += n
         n_loader += 1
     model.zero_grad(set_to_none=True)
