@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from divcoef_assets.core.fused import linear_cross_entropy
 from divcoef_assets.core.tokenize import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def pretrain_probe(
             for group in optimizer.param_groups:
                 group["lr"] = _lr(step, config)
             hidden = model.transformer(input_ids=x, attention_mask=torch.ones_like(x), use_cache=False).last_hidden_state
-            loss = F.cross_entropy(model.lm_head(hidden).flatten(0, 1), y.flatten())
+            loss = linear_cross_entropy(hidden.flatten(0, 1), model.lm_head.weight, None, y.flatten())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
