@@ -342,7 +342,8 @@ def main() -> int:
         f"- Machine: {info['cpu']}, {info['cores']} cores; torch {info['torch']} ({info['threads']} threads), "
         f"Python {info['python']}.",
         f"- Load average (1 / 5 / 15 min) before: {load_before}; after: {load_after}. Other work on the machine "
-        "slows every row; the straightforward and engine rows ran interleaved in the same conditions.",
+        "slows every row, and unevenly: the rows ran one after the other (straightforward runs first) while the "
+        "load changed, so compare rows with the load in mind.",
         f"- Run time: {elapsed / 60:.1f} min; medians of {reps} run(s) unless stated.",
         "",
         "## Matmul rate (float32)",
