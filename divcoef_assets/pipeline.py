@@ -128,9 +128,22 @@ def snapshot(registry: Registry, dataset: str, layout: Layout) -> dict[str, Any]
         os.replace(pending, final)
         record = info.to_metadata()
         record.update(path=str(final), synthetic=False)
+        if isinstance(spec.source, MixtureSource):
+            # Two mixtures of the same components hold the same texts but draw different batches
+            # (weights, mode): the fingerprint that keys batches and embeddings must say how.
+            record["content_fingerprint"] = info.fingerprint
+            record["fingerprint"] = _mixture_fingerprint(info.fingerprint, spec.source)
     record.update(dataset=dataset, source_type=spec.source_type, description=spec.description,
                   source_version=source_version(registry, dataset))
     return record
+
+
+def _mixture_fingerprint(content_fp: str, source: MixtureSource) -> str:
+    import hashlib
+    import json
+
+    payload = json.dumps({"content": content_fp, "weights": source.weight_map, "mode": source.mode}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def source_version(registry: Registry, dataset: str) -> str:

@@ -203,3 +203,18 @@ def test_mixture_datasets_materialize(env, mode):
     snapshot = _record(result, "dataset_snapshot")
     assert snapshot["source_counts"] == {"corpus-a": 40, "corpus-b": 40}
     assert _record(result, "diversity_coefficient")["n_batches"] == 3
+
+
+def test_mixtures_of_the_same_components_do_not_share_embeddings(env):
+    tmp_path, registry, instance = env
+    reg = yaml.safe_load(registry.read_text())
+    reg["datasets"]["corpus-b"] = {"source": "files", "path": "b.jsonl"}
+    reg["datasets"]["mix"] = {"source": "mixture", "components": ["corpus-a", "corpus-b"], "weights": [3, 1], "mode": "interleave"}
+    reg["datasets"]["blocks"] = {"source": "mixture", "components": ["corpus-a", "corpus-b"], "weights": [3, 1], "mode": "concat"}
+    registry.write_text(yaml.safe_dump(reg))
+    instance.add_dynamic_partitions("dataset", ["mix", "blocks"])
+    mix = _materialize(tmp_path, registry, instance, "mix")
+    blocks = _materialize(tmp_path, registry, instance, "blocks")
+    assert _record(mix, "dataset_snapshot")["content_fingerprint"] == _record(blocks, "dataset_snapshot")["content_fingerprint"]
+    assert _record(mix, "dataset_snapshot")["fingerprint"] != _record(blocks, "dataset_snapshot")["fingerprint"]
+    assert _record(blocks, "task2vec_embeddings")["n_computed"] == 4  # nothing borrowed from "mix"
