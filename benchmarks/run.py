@@ -9,7 +9,7 @@ otherwise:
 - the machine's float32 matmul rate (2048 x 2048 x 2048, and [1024 x 64] x [64 x 50257], the
   shape of one chunk of logits);
 - one batch embedding (64 sequences x 128 tokens, no padding; random 2-layer n_embd-64 GPT-2
-  probe, 50,257-token vocabulary) by the straightforward implementation (`straightforward.py`,
+  probe, 50,257-token vocabulary) by the straightforward implementation (`divcoef_assets/core/reference.py`,
   the structure of the official code) and by the engine (`divcoef_assets.core.task2vec`), at 5
   and 10 fine-tune epochs, Fisher "mc" and "mc_head_exact", split into fine-tune and Fisher;
 - the useful FLOPs of that work and the FLOP-bound time at the measured 2048^3 matmul rate;
@@ -40,14 +40,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from divcoef_assets.core.config import ProbeConfig  # noqa: E402
 from divcoef_assets.core.distance import pairwise_loop, pdist  # noqa: E402
 from divcoef_assets.core.probe import load_probe  # noqa: E402
 from divcoef_assets.core.task2vec import embed_batch  # noqa: E402
 from divcoef_assets.core.tokenize import TokenBatch  # noqa: E402
-from straightforward import straightforward_embedding  # noqa: E402
+from divcoef_assets.core.reference import straightforward_embedding  # noqa: E402
 
 V = 50257
 SMALL = {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 128, "vocab_size": V}

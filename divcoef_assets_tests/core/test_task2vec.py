@@ -11,7 +11,7 @@ from divcoef_assets.core.probe import load_probe
 from divcoef_assets.core.task2vec import FisherNotFiniteError, embed_batch, filterwise, finetune_head
 from divcoef_assets.core.tokenize import TokenBatch
 from divcoef_assets_tests.conftest import save_tiny_gpt2
-from divcoef_assets_tests.core.straightforward import straightforward_embedding
+from divcoef_assets.core.reference import straightforward_embedding
 
 
 def _batch(n, T, vocab, eos, seed=0, min_len=3):
@@ -85,8 +85,8 @@ def test_engine_equals_straightforward_implementation(tiny_gpt2_dir, compat):
     probe = load_probe(config)
     batch = _batch(12, 32, 50257, 50256, seed=3)
     ours = embed_batch(probe, batch, config, seed=5).vector
-    ref = straightforward_embedding(
-        probe.model, probe.head, 50256, batch.input_ids, batch.attention_mask, epochs=2, seed=5, reference_compat=compat
+    ref, _ = straightforward_embedding(
+        probe.model, 50256, batch.input_ids, batch.attention_mask, epochs=2, seed=5, reference_compat=compat
     )
     np.testing.assert_allclose(ours, ref, rtol=2e-4, atol=1e-12)
 

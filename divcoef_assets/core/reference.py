@@ -1,10 +1,10 @@
-"""A plain transcription of the Task2Vec semantics, the baseline the engine is timed against.
+"""A plain transcription of the Task2Vec semantics: the oracle the engine is tested and timed against.
 
-The same logic as the test oracle (`divcoef_assets_tests/core/straightforward.py`), copied so the
-benchmarks do not import tests, with wall-clock timings per phase: deep copy of the model, full
-forward pass with logits at every position, `F.cross_entropy` on shifted logits/targets, AdamW
-(non-fused) on the head, squared gradients of every parameter per loader batch, filter-wise mean.
-It is the structure of the official code, so its cost is that code's cost.
+It follows the official code's structure: deep copy of the model, full forward pass with logits
+at every position, `F.cross_entropy` on shifted logits/targets, AdamW (non-fused) on the head,
+squared gradients of every parameter per loader batch, filter-wise mean per module weight; so
+its cost is that code's cost. `divcoef_assets.core.task2vec` must give the same numbers when it
+uses the same random draws (tests), and is benchmarked against it (benchmarks/run.py).
 """
 
 from __future__ import annotations
