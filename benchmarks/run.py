@@ -379,6 +379,9 @@ def main() -> int:
         path = out / ("BENCHMARKS-quick.md" if args.quick else "BENCHMARKS-reps.md")
     else:
         path = ROOT / "BENCHMARKS.md"
+        # The corpus-size section comes from benchmarks/corpus_size.py: keep it.
+        if path.exists() and "\n## Corpus size" in path.read_text():
+            text = text.rstrip("\n") + "\n\n## Corpus size" + path.read_text().split("\n## Corpus size", 1)[1]
     path.write_text(text)
     say(f"wrote {path.relative_to(ROOT)}")
     return 0
