@@ -26,15 +26,13 @@ from divcoef_assets.core.audit import (
     CrossResult,
     DiversityResult,
     ProgressCallback,
-    compute_embeddings,
+    audit_embeddings,
     cross_summarize,
-    plan_jobs,
-    sequential_embeddings,
     summarize,
 )
 from divcoef_assets.core.cache import EmbeddingCache
 from divcoef_assets.core.config import ProbeConfig
-from divcoef_assets.core.probe import load_probe
+from divcoef_assets.core.probe import load_probe_for
 from divcoef_assets.core.sampling import NotEnoughTextsError, batch_indices
 from divcoef_assets.core.tokenize import TextTokenizer, encode_fixed, load_tokenizer, tokens_batch, usable_texts
 
@@ -122,15 +120,6 @@ def prepare_tokens(tokens: np.ndarray, config: ProbeConfig, name: str = "dataset
     return PreparedDataset(tokens_fingerprint(tokens), tokens.shape[0], tokens=tokens, tokenizer=tokenizer, name=name)
 
 
-def _probe_loader(config: ProbeConfig, tokenizer: TextTokenizer | None):
-    def load():
-        if tokenizer is None:
-            return load_probe(config)
-        return load_probe(config, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, tokenizer_vocab_size=tokenizer.vocab_size)
-
-    return load
-
-
 def audit_prepared(
     data: PreparedDataset,
     config: ProbeConfig,
@@ -141,11 +130,8 @@ def audit_prepared(
 ) -> DiversityResult:
     cache = EmbeddingCache(cache_dir or default_cache_dir())
     common = dict(data_fingerprint=data.fingerprint, cache=cache, progress=progress, label=data.name)
-    loader = probe_loader or _probe_loader(config, data.tokenizer)
-    if config.target_half_width > 0:
-        rows = sequential_embeddings(config, lambda i: data.batch(config, i), loader, **common)
-    else:
-        rows = compute_embeddings(config, plan_jobs(config), lambda i: data.batch(config, i), loader, **common)
+    loader = probe_loader or (lambda: load_probe_for(config, data.tokenizer))
+    rows = audit_embeddings(config, lambda i: data.batch(config, i), loader, **common)
     return summarize(config, rows, data.fingerprint)
 
 

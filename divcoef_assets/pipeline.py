@@ -32,17 +32,15 @@ import pyarrow.parquet as pq
 
 from divcoef_assets.core.audit import (
     ProgressCallback,
-    compute_embeddings,
+    audit_embeddings,
     cross_summarize,
     noise_from_rows,
-    plan_jobs,
-    sequential_embeddings,
 )
 from divcoef_assets.core.cache import BatchEmbedding, EmbeddingCache
 from divcoef_assets.core.coefficient import diversity_from_matrix
 from divcoef_assets.core.config import ProbeConfig
 from divcoef_assets.core.distance import pdist
-from divcoef_assets.core.probe import Probe, load_probe
+from divcoef_assets.core.probe import Probe, load_probe_for
 from divcoef_assets.core.sampling import NotEnoughTextsError, batch_indices
 from divcoef_assets.core.snapshot import (
     mixture_batch_indices,
@@ -329,8 +327,7 @@ def resolve_model(config: ProbeConfig, layout: Layout) -> ProbeConfig:
 def probe_loader_for(config: ProbeConfig, layout: Layout | None = None) -> Callable[[], Probe]:
     def load() -> Probe:
         resolved = resolve_model(config, layout) if layout is not None else config
-        tokenizer = load_tokenizer(config.tokenizer)
-        return load_probe(resolved, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, tokenizer_vocab_size=tokenizer.vocab_size)
+        return load_probe_for(resolved, load_tokenizer(config.tokenizer))
 
     return load
 
@@ -344,10 +341,7 @@ def embeddings(
     token = read_token_batches(batches["path"])
     common = dict(data_fingerprint=batches["snapshot_fingerprint"], cache=layout.cache, progress=progress, label=f"{dataset}|{probe}")
     loader = probe_loader or probe_loader_for(config, layout)
-    if config.target_half_width > 0:
-        rows = sequential_embeddings(config, lambda i: token[i], loader, max_batches=len(token), **common)
-    else:
-        rows = compute_embeddings(config, plan_jobs(config, len(token)), lambda i: token[i], loader, **common)
+    rows = audit_embeddings(config, lambda i: token[i], loader, n_batches=len(token), **common)
     out = layout.embeddings(dataset, probe)
     write_table_atomic(embeddings_table(rows, batches["snapshot_fingerprint"]), out)
     computed = [r for r in rows if not r.cached]

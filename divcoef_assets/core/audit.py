@@ -170,6 +170,21 @@ def sequential_embeddings(
         n += 1
 
 
+def audit_embeddings(
+    config: ProbeConfig,
+    batch_for: Callable[[int], TokenBatch],
+    probe_loader: Callable[[], Probe],
+    *,
+    n_batches: int | None = None,
+    **common,
+) -> list[BatchEmbedding]:
+    """The embeddings an audit needs: `n_batches` (default `config.n_batches`) plus noise
+    repeats, or as many as sequential stopping asks for when `config.target_half_width` > 0."""
+    if config.target_half_width > 0:
+        return sequential_embeddings(config, batch_for, probe_loader, max_batches=n_batches, **common)
+    return compute_embeddings(config, plan_jobs(config, n_batches), batch_for, probe_loader, **common)
+
+
 @dataclass(frozen=True)
 class DiversityResult:
     """A dataset's diversity coefficient with its uncertainty, noise floor and provenance."""

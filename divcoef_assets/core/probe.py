@@ -241,6 +241,11 @@ def load_probe(config: ProbeConfig, *, eos_id: int | None = None, pad_id: int | 
     return probe
 
 
+def load_probe_for(config: ProbeConfig, tokenizer) -> Probe:
+    """`load_probe` with the eos/pad ids and vocabulary check of `tokenizer` (a TextTokenizer)."""
+    return load_probe(config, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, tokenizer_vocab_size=tokenizer.vocab_size)
+
+
 def _context_length(hf_config) -> int | None:
     for key in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(hf_config, key, None)
