@@ -20,9 +20,17 @@ from typing import Any, Literal
 
 FisherEstimator = Literal["mc", "mc_head_exact"]
 ProbeInit = Literal["pretrained", "random"]
+FinetuneMode = Literal["full", "cached_body"]
+Precision = Literal["fp32", "bf16"]
 Device = str  # "cpu", "cuda", "cuda:1", "auto"
 
 FISHER_ESTIMATORS: tuple[str, ...] = ("mc", "mc_head_exact")
+FINETUNE_MODES: tuple[str, ...] = ("full", "cached_body")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+
+# Fields added after ENGINE_VERSION 2, with the value that reproduces what came before: they
+# enter the fingerprint only when set to something else, so existing cache entries stay valid.
+_LATER_FIELDS_DEFAULTS: dict[str, Any] = {"finetune": "full", "precision": "fp32"}
 
 # Version of what the engine computes for a given config. It is part of every probe fingerprint,
 # hence of every cache key: bump it whenever a change to core/task2vec.py (or what it calls)
@@ -60,6 +68,14 @@ class ProbeConfig:
     fisher_squares: Literal["loader_batch", "sequence"] = "loader_batch"
     # Reproduce the official code's quirks exactly (off-by-one target, pads scored, eos ignored).
     reference_compat: bool = False
+    # "full": every fine-tune step runs the whole network (a tied head's input path moves too);
+    # "cached_body": the body's final hidden states are computed once, with the initial weights,
+    # and the head is fine-tuned on them (the input-embedding path of a tied head is not
+    # followed during fine-tuning). Less work per step; the Fisher step is unchanged.
+    finetune: FinetuneMode = "full"
+    # "fp32": float32 throughout. "bf16": mixed precision, the matrix products of the body (autocast)
+    # and of the output layer in bfloat16, softmax, losses and Fisher sums in float32.
+    precision: Precision = "fp32"
     seed: int = 0  # seeds batch sampling, random init, dropout and Monte Carlo draws
     noise_repeats: int = 2  # embeddings of one batch used to measure the noise floor (0 = skip)
     noise_batches: int = 2  # batches whose repeats measure the noise floor
@@ -98,6 +114,12 @@ class ProbeConfig:
             problems.append("reference_compat squares gradients per loader batch: use fisher_squares='loader_batch'")
         if self.reference_compat and self.fisher != "mc":
             problems.append("reference_compat reproduces the official Monte Carlo estimator: use fisher='mc'")
+        if self.finetune not in FINETUNE_MODES:
+            problems.append(f"finetune must be one of {FINETUNE_MODES}, got {self.finetune!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.reference_compat and (self.finetune != "full" or self.precision != "fp32"):
+            problems.append("reference_compat reproduces the official code: use finetune='full' and precision='fp32'")
         for name in ("lr", "adam_eps", "weight_decay"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
@@ -113,6 +135,9 @@ class ProbeConfig:
         for key in ("name", "description", "device", "n_batches", "noise_repeats", "noise_batches", "distance",
                     "target_half_width", "min_batches"):
             data.pop(key)
+        for key, default in _LATER_FIELDS_DEFAULTS.items():
+            if data[key] == default:
+                data.pop(key)
         return data
 
     def fingerprint(self) -> str:

@@ -21,6 +21,10 @@ scales the stored result by the incoming gradient. Gradients reach `hidden` and 
 autograd like any other op's, so a weight tied to an input embedding still gets its input-path
 gradient from autograd, summed with the output-layer gradient from here.
 
+With `compute_dtype=torch.bfloat16` (mixed precision) the three products take bfloat16 inputs
+(h, W and G rounded once per chunk) while the softmax, the loss and every sum across chunks stay
+in float32.
+
 The sampled variant draws each row's target from the row's own softmax by inverse CDF with a
 given uniform (the Monte Carlo Fisher's targets); for the same uniforms it draws the same
 targets as `divcoef_assets.core.task2vec._sample`. Its value is the mean cross-entropy of those
@@ -138,6 +142,7 @@ def _head_pass(
     grads: bool = True,
     exact: bool = False,
     rows_per_chunk: int | None = None,
+    compute_dtype: torch.dtype | None = None,
 ) -> _HeadResult:
     """The chunked pass. Exactly one of `targets` ([N], IGNORE_INDEX = skip) and `uniforms` ([N]).
 
@@ -163,14 +168,23 @@ def _head_pass(
     grad_w = torch.zeros_like(weight) if grads else None
     grad_b = torch.zeros_like(bias) if grads and bias is not None else None
     exact_w = torch.zeros_like(weight) if exact else None
-    weight_t = weight.t().contiguous() if grads and _use_onednn(h) else None
+    low = compute_dtype is not None and compute_dtype != dtype
+    if low:  # mixed precision: bfloat16 copies of the operands, float32 everywhere else
+        weight_c = weight.to(compute_dtype)
+        bias_c = None if bias is None else bias.to(compute_dtype)
+    weight_t = weight.t().contiguous() if grads and not low and _use_onednn(h) else None
     # rows that are not scored must not contribute p to the gradient
     masked = seq_len is not None or (targets is not None and bool((targets == IGNORE_INDEX).any()))
     for r0 in range(0, N, step):
         r1 = min(r0 + step, N)
         c = r1 - r0
         h_c = h[r0:r1]
-        z = _logits(h_c, weight, bias, z_buf[: c * V].view(c, V))  # [c, V]
+        if low:
+            h_low = h_c.to(compute_dtype)
+            z = z_buf[: c * V].view(c, V)
+            z.copy_(torch.nn.functional.linear(h_low, weight_c, bias_c))
+        else:
+            z = _logits(h_c, weight, bias, z_buf[: c * V].view(c, V))  # [c, V]
         torch.ops.aten._softmax.out(z, 1, False, out=z)  # z holds p from here on
         if uniforms is None:
             t_c = targets[r0:r1]
@@ -198,15 +212,23 @@ def _head_pass(
         if exact:
             q = aux_buf[: c * V].view(c, V)
             torch.addcmul(z, z, z, value=-1.0, out=q)  # p (1 - p)
-            exact_w.addmm_(q.t(), h_c * h_c)
+            if low:
+                exact_w += q.t().to(compute_dtype) @ (h_low * h_low)
+            else:
+                exact_w.addmm_(q.t(), h_c * h_c)
         if not grads:
             continue
         # z becomes G = p - onehot(target), zero on rows that are not scored
         z.index_put_((torch.arange(c, device=device), safe_t), torch.where(keep, -1.0, 0.0).to(dtype), accumulate=True)
         if masked:
             z.mul_(keep.unsqueeze(1).to(dtype))
-        _grad_hidden(z, weight, weight_t, grad_h[r0:r1])
-        grad_w.addmm_(z.t(), h_c)
+        if low:
+            g_low = z.to(compute_dtype)
+            grad_h[r0:r1] = g_low @ weight_c
+            grad_w += g_low.t() @ h_low
+        else:
+            _grad_hidden(z, weight, weight_t, grad_h[r0:r1])
+            grad_w.addmm_(z.t(), h_c)
         if grad_b is not None:
             grad_b += z.sum(dim=0)
     return _HeadResult(loss_sum, n_kept, all_targets, grad_h, grad_w, grad_b, exact_w)
@@ -216,12 +238,12 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
     """loss = mean CE(h W^T + b, targets); outputs (loss, targets, exact_w or empty)."""
 
     @staticmethod
-    def forward(ctx, h, weight, bias, targets, uniforms, seq_len, ignore_target, exact, rows_per_chunk):
+    def forward(ctx, h, weight, bias, targets, uniforms, seq_len, ignore_target, exact, rows_per_chunk, compute_dtype):
         grads = any(ctx.needs_input_grad[:3])
         res = _head_pass(
             h.detach(), weight.detach(), None if bias is None else bias.detach(),
             targets=targets, uniforms=uniforms, seq_len=seq_len, ignore_target=ignore_target,
-            grads=grads, exact=exact, rows_per_chunk=rows_per_chunk,
+            grads=grads, exact=exact, rows_per_chunk=rows_per_chunk, compute_dtype=compute_dtype,
         )
         scale = 1.0 / res.n_kept
         ctx.scale = scale
@@ -240,7 +262,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             grad_h * factor if needs[0] else None,
             grad_w * factor if needs[1] else None,
             grad_b * factor if needs[2] and grad_b is not None else None,
-            None, None, None, None, None, None,
+            None, None, None, None, None, None, None,
         )
 
 
@@ -252,16 +274,20 @@ def linear_cross_entropy(
     *,
     ignore_index: int = IGNORE_INDEX,
     rows_per_chunk: int | None = None,
+    compute_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """`F.cross_entropy(F.linear(hidden, weight, bias), targets, ignore_index=...)` without [N, V] tensors.
 
     hidden [N, d], weight [V, d], bias [V] or None, targets [N] int64. Mean over the rows whose
     target is not `ignore_index` (nan when there are none, like `F.cross_entropy`).
+    `compute_dtype` (e.g. torch.bfloat16) runs the matrix products in that type.
     """
     targets = targets.to(torch.long)
     if ignore_index != IGNORE_INDEX:
         targets = torch.where(targets == ignore_index, IGNORE_INDEX, targets)
-    loss, _, _ = _FusedLinearCrossEntropy.apply(hidden, weight, bias, targets, None, None, None, False, rows_per_chunk)
+    loss, _, _ = _FusedLinearCrossEntropy.apply(
+        hidden, weight, bias, targets, None, None, None, False, rows_per_chunk, compute_dtype
+    )
     return loss
 
 
@@ -275,6 +301,7 @@ def linear_sampled_cross_entropy(
     ignore_target: int | None = None,
     exact_head: bool = False,
     rows_per_chunk: int | None = None,
+    compute_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Mean cross-entropy of targets drawn from the model's own softmax (one uniform per row).
 
@@ -288,10 +315,11 @@ def linear_sampled_cross_entropy(
 
     Returns (loss, targets [N] with IGNORE_INDEX where not scored, exact [V, d] or None), where
     exact = sum over rows of softmax (1 - softmax) outer hidden^2 (the closed-form output-layer
-    Fisher, before normalisation), computed when `exact_head`.
+    Fisher, before normalisation), computed when `exact_head`. `compute_dtype` as in
+    `linear_cross_entropy`.
     """
     uniforms = uniforms.reshape(-1)
     loss, targets, exact = _FusedLinearCrossEntropy.apply(
-        hidden, weight, bias, None, uniforms, seq_len, ignore_target, exact_head, rows_per_chunk
+        hidden, weight, bias, None, uniforms, seq_len, ignore_target, exact_head, rows_per_chunk, compute_dtype
     )
     return loss, targets, (exact if exact_head else None)

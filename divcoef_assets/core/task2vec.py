@@ -30,6 +30,19 @@ Estimators (`ProbeConfig.fisher`):
   this removes the Monte Carlo noise from nearly all of the 50,257 word-embedding rows, which
   otherwise dominates the embedding.
 
+Options that do less work (`ProbeConfig.finetune`, `ProbeConfig.precision`):
+- finetune "cached_body": the body's final hidden states of the batch are computed once, with the
+  initial weights (and, in train mode, one dropout draw), and the head is fine-tuned on them with
+  the same optimiser, loader batches and epochs. A tied head then moves only through the output
+  layer's gradient during fine-tuning (the input path would change the features after every
+  step); the Fisher step runs the whole network with the fine-tuned weights as usual. Saves the
+  body's forward and backward at every fine-tune step: little for a 2-layer probe whose cost is
+  the output layer, most of the fine-tune for GPT-2-small-sized bodies.
+- precision "bf16": mixed precision. The body runs under `torch.autocast(bfloat16)` and the
+  output layer's three products take bfloat16 operands (`core.fused`); softmax, sampling, losses,
+  parameters, optimiser state and the Fisher sums stay float32. bfloat16 keeps float32's exponent
+  range, so squared gradients of 1e-12 do not underflow (float16 would).
+
 Deviations from the reference code (default; `reference_compat=True` restores them exactly):
 - Fisher targets: the reference scores the token sampled from position t+1's distribution
   against position t's logits (an off-by-one) and samples at pad positions too, ignoring only
@@ -43,6 +56,7 @@ matters because Task2Vec's distance has an absolute epsilon.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -126,10 +140,34 @@ def _fused_head(probe: Probe) -> bool:
     return probe.body is not None and type(probe.head) is torch.nn.Linear
 
 
+def _compute_dtype(config: ProbeConfig) -> torch.dtype | None:
+    return torch.bfloat16 if config.precision == "bf16" else None
+
+
+def _autocast(probe: Probe, config: ProbeConfig):
+    """Mixed precision for the body's forward (and its backward, which autograd runs alike)."""
+    if config.precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=probe.device.type, dtype=torch.bfloat16)
+
+
+def _body_hidden(probe: Probe, ids: torch.Tensor, mask: torch.Tensor, config: ProbeConfig) -> torch.Tensor:
+    """The body's final hidden states [B, T, d], float32 (computed in bf16 under mixed precision)."""
+    with _autocast(probe, config):
+        hidden = probe.body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    return hidden.float()
+
+
 def finetune_head(probe: Probe, ids: torch.Tensor, mask: torch.Tensor, config: ProbeConfig) -> tuple[float, float]:
     """Fine-tune the output head in place; returns (first, last) epoch mean loss."""
     if config.epochs == 0:
         return float("nan"), float("nan")
+    cached = config.finetune == "cached_body"
+    if cached and not _fused_head(probe):
+        raise ValueError(
+            f"finetune 'cached_body' needs a linear output layer over the base model's last hidden state; "
+            f"{probe.source} has a {type(probe.head).__name__} head: use finetune 'full'"
+        )
     model = probe.model
     head_params = list(probe.head.parameters())
     head_ids = {id(p) for p in head_params}
@@ -146,17 +184,22 @@ def finetune_head(probe: Probe, ids: torch.Tensor, mask: torch.Tensor, config: P
         positions, targets = _targets_finetune(ids[sl], mask[sl], probe, config.reference_compat)
         if targets.numel():
             steps_input.append((ids[sl], mask[sl], positions, targets))
+    if cached:  # the body's features, once, with the initial weights
+        with torch.no_grad():
+            features = [_body_hidden(probe, b_ids, b_mask, config)[positions] for b_ids, b_mask, positions, _ in steps_input]
+    compute_dtype = _compute_dtype(config)
     epoch_losses = []
     try:
         for _ in range(config.epochs):
             total = torch.zeros((), device=ids.device)
-            for b_ids, b_mask, positions, targets in steps_input:
-                if fused:
-                    hidden = probe.body(input_ids=b_ids, attention_mask=b_mask, use_cache=False).last_hidden_state
-                    loss = linear_cross_entropy(hidden[positions], probe.head.weight, probe.head.bias, targets)
+            for step, (b_ids, b_mask, positions, targets) in enumerate(steps_input):
+                if cached or fused:
+                    hidden = features[step] if cached else _body_hidden(probe, b_ids, b_mask, config)[positions]
+                    loss = linear_cross_entropy(hidden, probe.head.weight, probe.head.bias, targets, compute_dtype=compute_dtype)
                 else:
-                    _, logits = probe.hidden_and_logits(b_ids, b_mask, positions)
-                    loss = F.cross_entropy(logits, targets)
+                    with _autocast(probe, config):
+                        _, logits = probe.hidden_and_logits(b_ids, b_mask, positions)
+                    loss = F.cross_entropy(logits.float(), targets)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -200,6 +243,7 @@ def fisher_diagonal(probe: Probe, ids: torch.Tensor, mask: torch.Tensor, config:
         raise ValueError("fisher 'mc_head_exact' needs a linear output head")
     fused = _fused_head(probe)
     compat = config.reference_compat
+    compute_dtype = _compute_dtype(config)
     head_weight = probe.head.weight
     head_name = next(name for name, p in params.items() if p is head_weight)
     n_samples = config.fisher_samples
@@ -222,10 +266,12 @@ def fisher_diagonal(probe: Probe, ids: torch.Tensor, mask: torch.Tensor, config:
             # of that weight's gradient (a) comes back apart from the rest (b)
             head_leaf = head_weight.detach().requires_grad_(True) if exact_head else head_weight
             if fused or exact_head:
-                hidden = probe.body(input_ids=b_ids, attention_mask=b_mask, use_cache=False).last_hidden_state[positions]
+                hidden = _body_hidden(probe, b_ids, b_mask, config)[positions]
                 logits = None if fused else F.linear(hidden, head_leaf, probe.head.bias)
             else:
-                hidden, logits = probe.hidden_and_logits(b_ids, b_mask, positions)
+                with _autocast(probe, config):
+                    hidden, logits = probe.hidden_and_logits(b_ids, b_mask, positions)
+                logits = logits.float()
             n = hidden.shape[0] if hidden is not None else logits.shape[0]
             if n == 0:
                 continue
@@ -242,6 +288,7 @@ def fisher_diagonal(probe: Probe, ids: torch.Tensor, mask: torch.Tensor, config:
                         seq_len=b_ids.shape[1] if compat else None,
                         ignore_target=probe.eos_id if compat else None,
                         exact_head=exact_head and s == 0,
+                        compute_dtype=compute_dtype,
                     )
                 else:
                     loss, exact = _sampled_loss(probe, logits, b_ids, generator, compat), None

@@ -130,3 +130,33 @@ def test_sampled_next_token_pairing_reproduces_the_reference_rule():
         _close(got, want)
     with pytest.raises(ValueError, match="split sequences"):
         fused.linear_sampled_cross_entropy(h, w, None, u, seq_len=T, rows_per_chunk=T + 1)
+
+
+def test_bfloat16_products_stay_close_to_float32():
+    g = torch.Generator().manual_seed(1)
+    N, d, V = 200, 16, 3000
+    h = torch.randn(N, d, generator=g).requires_grad_(True)
+    w = (0.5 * torch.randn(V, d, generator=g)).requires_grad_(True)
+    targets = torch.randint(0, V, (N,), generator=g)
+    full = fused.linear_cross_entropy(h, w, None, targets, rows_per_chunk=64)
+    low = fused.linear_cross_entropy(h, w, None, targets, rows_per_chunk=64, compute_dtype=torch.bfloat16)
+    grads_full = torch.autograd.grad(full, [h, w])
+    grads_low = torch.autograd.grad(low, [h, w])
+    assert low.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads_low)
+    assert abs(float(low - full)) < 0.01 * float(full)
+    for got, want in zip(grads_low, grads_full):
+        rel = float((got - want).norm() / want.norm())
+        assert 0 < rel < 0.02  # bfloat16 products were used (not bit-equal), and they are close
+
+
+def test_bfloat16_closed_form_head_term_stays_close_to_float32():
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(150, 16, generator=g)
+    w = 0.5 * torch.randn(2000, 16, generator=g)
+    uniforms = torch.rand(150, generator=g)
+    _, _, full = fused.linear_sampled_cross_entropy(h, w, None, uniforms, exact_head=True, rows_per_chunk=64)
+    _, _, low = fused.linear_sampled_cross_entropy(
+        h, w, None, uniforms, exact_head=True, rows_per_chunk=64, compute_dtype=torch.bfloat16
+    )
+    rel = float((low - full).norm() / full.norm())
+    assert 0 < rel < 0.02

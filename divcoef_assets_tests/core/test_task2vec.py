@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from divcoef_assets.core.config import ProbeConfig
 from divcoef_assets.core.probe import load_probe
@@ -204,3 +205,84 @@ def test_fused_output_layer_equals_the_unfused_path(tiny_gpt2_dir, settings, mon
     np.testing.assert_allclose(fused.vector, plain.vector, rtol=1e-4, atol=1e-12)
     assert fused.finetune_loss_last == pytest.approx(plain.finetune_loss_last, rel=1e-5)
     assert fused.fisher_loss == pytest.approx(plain.fisher_loss, rel=1e-5)
+
+
+def test_cached_body_finetune_is_head_only_training_on_the_initial_features(tiny_gpt2_dir):
+    """finetune='cached_body' equals AdamW on an untied copy of the head over fixed body features."""
+    config = _config(tiny_gpt2_dir, epochs=3, finetune="cached_body", lr=1e-2, loader_batch_size=4)
+    probe = load_probe(config)
+    probe.model.eval()  # no dropout, so the reference's features are the engine's
+    batch = _batch(10, 32, 50257, 50256, seed=6)
+    ids, mask = torch.as_tensor(batch.input_ids.copy()), torch.as_tensor(batch.attention_mask.copy())
+    before = {n: p.detach().clone() for n, p in probe.model.named_parameters()}
+
+    weight = probe.head.weight.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.AdamW([weight], lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True)
+    steps = []
+    with torch.no_grad():
+        for i in range(0, 10, 4):
+            x, m = ids[i : i + 4], mask[i : i + 4]
+            hidden = probe.body(input_ids=x, attention_mask=m).last_hidden_state[:, :-1][m[:, 1:].bool()]
+            steps.append((hidden, x[:, 1:][m[:, 1:].bool()]))
+    for _ in range(config.epochs):
+        for hidden, targets in steps:
+            loss = F.cross_entropy(F.linear(hidden, weight), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    finetune_head(probe, ids, mask, config)
+    torch.testing.assert_close(probe.head.weight.detach(), weight.detach(), rtol=1e-4, atol=1e-5)
+    changed = {n for n, p in probe.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {"transformer.wte.weight"}
+
+    probe.reset()
+    finetune_head(probe, ids, mask, config.replace(finetune="full"))
+    assert not torch.allclose(probe.head.weight.detach(), weight.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_bfloat16_embedding_is_closer_to_float32_than_another_seed(tiny_gpt2_dir):
+    from divcoef_assets.core.distance import pdist
+
+    batch = _batch(12, 32, 50257, 50256, seed=4)
+    vectors = []
+    for precision, seed in (("fp32", 3), ("bf16", 3), ("fp32", 4)):
+        config = _config(tiny_gpt2_dir, epochs=2, fisher="mc_head_exact", fisher_squares="sequence", precision=precision)
+        vectors.append(embed_batch(load_probe(config), batch, config, seed=seed).vector)
+    d = pdist(np.stack(vectors))
+    assert 0 < d[0, 1] < d[0, 2] / 2  # the precision changes the value far less than the Monte Carlo draws
+
+
+def test_bfloat16_runs_on_the_unfused_path(tiny_gpt2_dir, monkeypatch):
+    import divcoef_assets.core.task2vec as t2v
+
+    config = _config(tiny_gpt2_dir, epochs=1, precision="bf16")
+    batch = _batch(8, 32, 50257, 50256, seed=4)
+    fused = embed_batch(load_probe(config), batch, config, seed=3).vector
+    monkeypatch.setattr(t2v, "_fused_head", lambda probe: False)
+    plain = embed_batch(load_probe(config), batch, config, seed=3).vector
+    assert np.isfinite(plain).all() and (plain >= 0).all()
+    assert np.abs(plain - fused).sum() / np.abs(fused).sum() < 0.05
+
+
+def test_cached_body_needs_a_linear_head_over_the_body(tiny_gpt2_dir, monkeypatch):
+    import divcoef_assets.core.task2vec as t2v
+
+    config = _config(tiny_gpt2_dir, finetune="cached_body")
+    monkeypatch.setattr(t2v, "_fused_head", lambda probe: False)
+    with pytest.raises(ValueError, match="cached_body.*use finetune 'full'"):
+        embed_batch(load_probe(config), _batch(8, 32, 50257, 50256), config, seed=0)
+
+
+def test_less_work_options_are_validated_and_fingerprinted(tiny_gpt2_dir):
+    base = _config(tiny_gpt2_dir)
+    assert base.fingerprint() == base.replace(finetune="full", precision="fp32").fingerprint()
+    assert "finetune" not in base.numeric_fields() and "precision" not in base.numeric_fields()
+    prints = {base.fingerprint(), base.replace(finetune="cached_body").fingerprint(), base.replace(precision="bf16").fingerprint()}
+    assert len(prints) == 3
+    with pytest.raises(ValueError, match="finetune must be one of"):
+        base.replace(finetune="frozen")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        base.replace(precision="fp16")
+    with pytest.raises(ValueError, match="reference_compat reproduces the official code"):
+        base.replace(reference_compat=True, precision="bf16")
