@@ -1,6 +1,7 @@
 """`divcoef`: the diversity coefficient from the command line.
 
     divcoef diversity corpus.jsonl --probe gpt2 --batch-size 64 --n-batches 20
+    divcoef diversity corpus.jsonl --target-half-width 0.005 --n-batches 200 --precision bf16
     divcoef cross a.jsonl b.parquet --text-column body
     divcoef audit                      # the default audit as a Dagster job (see README)
 
@@ -30,6 +31,11 @@ def _add_probe_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int)
     g.add_argument("--fisher", choices=["mc", "mc_head_exact"])
     g.add_argument("--fisher-samples", type=int)
+    g.add_argument("--fisher-squares", choices=["loader_batch", "sequence"])
+    g.add_argument("--finetune", choices=["full", "cached_body"], help="cached_body: fine-tune the head on the body's features, computed once")
+    g.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: mixed precision (bfloat16 products, float32 sums)")
+    g.add_argument("--target-half-width", type=float, help="sequential stopping: add batches (up to --n-batches) until the 95%% interval is this narrow")
+    g.add_argument("--min-batches", type=int, help="sequential stopping: batches before the first check")
     g.add_argument("--reference-compat", action="store_true", default=None, help="reproduce the official code's quirks")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="cpu, cuda, cuda:N or auto")
@@ -65,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    keys = ("init", "batch_size", "n_batches", "seq_len", "epochs", "fisher", "fisher_samples", "reference_compat", "seed", "device")
+    keys = (
+        "init", "batch_size", "n_batches", "seq_len", "epochs", "fisher", "fisher_samples", "fisher_squares", "finetune",
+        "precision", "target_half_width", "min_batches", "reference_compat", "seed", "device",
+    )
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 

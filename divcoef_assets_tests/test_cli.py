@@ -33,3 +33,19 @@ def test_cli_reports_bad_input_with_exit_code_2(tiny_gpt2_dir, tmp_path, capsys)
     rc = main(["diversity", str(tmp_path / "missing.jsonl"), "--probe", str(tiny_gpt2_dir), "--cache-dir", str(tmp_path)])
     assert rc == 2
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_cli_less_work_options_reach_the_engine(tiny_gpt2_dir, tmp_path, capsys):
+    corpus = _corpus(tmp_path / "c.jsonl", 0, ["alpha", "beta", "gamma", "delta", "eps"])
+    common = [
+        "diversity", str(corpus), "--text-column", "body", "--probe", str(tiny_gpt2_dir), "--seq-len", "16",
+        "--batch-size", "8", "--n-batches", "6", "--epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--json",
+    ]
+    assert main(common + ["--target-half-width", "1.0", "--min-batches", "3"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["n_batches"] == 3  # any interval is narrower than 1.0: stops at the minimum
+    assert main(common + ["--target-half-width", "1.0", "--min-batches", "3", "--finetune", "cached_body",
+                          "--precision", "bf16", "--fisher-squares", "sequence"]) == 0
+    cheap = json.loads(capsys.readouterr().out)
+    assert cheap["n_batches"] == 3 and 0 < cheap["value"] <= 1
+    assert cheap["probe_fingerprint"] != plain["probe_fingerprint"]

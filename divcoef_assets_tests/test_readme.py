@@ -61,3 +61,16 @@ def test_readme_commands_exist():
         assert script in text and (root / script).exists()
     ci = (root / ".ci" / "run").read_text()
     assert "scripts/test.sh" in ci
+
+
+def test_readme_command_lines_parse():
+    """Every `divcoef` example in the README's command-line section is accepted by the parser."""
+    import shlex
+
+    from divcoef_assets.cli import build_parser
+
+    block = re.search(r"## Command line\n\n```bash\n(.*?)```", README.read_text(), flags=re.S).group(1)
+    lines = [line for line in block.splitlines() if line.startswith("divcoef ") and "--help" not in line]
+    assert len(lines) >= 3
+    for line in lines:
+        build_parser().parse_args(shlex.split(line)[1:])  # an unknown flag exits (fails the test)
