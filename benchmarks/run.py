@@ -3,6 +3,7 @@
     python benchmarks/run.py            # full: about 15 minutes on a 2-core machine
     python benchmarks/run.py --quick    # 1 repetition, 5 epochs, 200-row distances (~3 minutes)
     python benchmarks/run.py --gpu      # GPT-2-small-shaped probe, 512 x 128 batches, on CUDA
+                                        # (float32, and the bf16 / cached_body options)
 
 What is measured, each the median of `--reps` runs (3; 1 with --quick) unless the table says
 otherwise:
@@ -47,6 +48,9 @@ from divcoef_assets.core.probe import load_probe  # noqa: E402
 from divcoef_assets.core.task2vec import embed_batch  # noqa: E402
 from divcoef_assets.core.tokenize import TokenBatch  # noqa: E402
 from divcoef_assets.core.reference import straightforward_embedding  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from sections import keep_foreign_sections  # noqa: E402
 
 V = 50257
 SMALL = {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 128, "vocab_size": V}
@@ -142,8 +146,9 @@ FLOP_FORMULA = (
 )
 
 
-def engine_runs(epochs: int, fisher: str, reps: int, batch: TokenBatch, shape: dict, device: str = "cpu"):
-    config = bench_config(epochs, fisher, shape, batch.input_ids.shape[0], device)
+def engine_runs(epochs: int, fisher: str, reps: int, batch: TokenBatch, shape: dict, device: str = "cpu",
+                changes: dict | None = None):
+    config = bench_config(epochs, fisher, shape, batch.input_ids.shape[0], device).replace(**(changes or {}))
     probe = load_probe(config)
     totals, fts, fis, vectors = [], [], [], []
     for rep in range(reps):
@@ -289,12 +294,18 @@ def gpu_section(reps: int) -> int:
     config = bench_config(10, "mc", GPT2_SMALL, 512, "cuda")
     probe = load_probe(config)
     embed_batch(probe, full_batch(16), config.replace(batch_size=16, epochs=1), seed=0)  # warm-up
-    lines = ["| probe | batch | epochs | Fisher | s per batch | fine-tune s | Fisher s | 200 batches (extrapolated) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for fisher in ("mc", "mc_head_exact"):
-        total, ft, fi, vectors = engine_runs(10, fisher, reps, batch, GPT2_SMALL, "cuda")
-        lines.append(f"| GPT-2-small shape, random | 512 x 128 | 10 | {fisher} | {total:.1f} | {ft:.1f} | {fi:.1f} "
-                     f"| {200 * total / 60:.1f} min |")
+    lines = ["| probe | batch | epochs | Fisher | finetune | precision | s per batch | fine-tune s | Fisher s "
+             "| 200 batches (extrapolated) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    variants = (
+        ("mc", "full", "fp32"), ("mc_head_exact", "full", "fp32"), ("mc", "full", "bf16"), ("mc", "cached_body", "bf16"),
+    )
+    for fisher, finetune, precision in variants:
+        total, ft, fi, vectors = engine_runs(
+            10, fisher, reps, batch, GPT2_SMALL, "cuda", changes={"finetune": finetune, "precision": precision}
+        )
+        lines.append(f"| GPT-2-small shape, random | 512 x 128 | 10 | {fisher} | {finetune} | {precision} | {total:.1f} "
+                     f"| {ft:.1f} | {fi:.1f} | {200 * total / 60:.1f} min |")
         say(lines[-1])
         assert all(np.isfinite(v).all() for v in vectors)
     out = ROOT / "benchmarks" / "out"
@@ -379,9 +390,7 @@ def main() -> int:
         path = out / ("BENCHMARKS-quick.md" if args.quick else "BENCHMARKS-reps.md")
     else:
         path = ROOT / "BENCHMARKS.md"
-        # The corpus-size section comes from benchmarks/corpus_size.py: keep it.
-        if path.exists() and "\n## Corpus size" in path.read_text():
-            text = text.rstrip("\n") + "\n\n## Corpus size" + path.read_text().split("\n## Corpus size", 1)[1]
+        text = keep_foreign_sections(path, text)  # sections written by the other scripts stay
     path.write_text(text)
     say(f"wrote {path.relative_to(ROOT)}")
     return 0
