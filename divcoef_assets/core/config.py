@@ -40,9 +40,11 @@ ENGINE_VERSION = "2"  # 2: closed-form head rows only where absent from the inpu
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """What produces a Task2Vec embedding. Every field except `name`, `description` and
-    `device` enters the fingerprint (device cannot change the value beyond float noise, and a
-    GPU re-run may reuse a CPU cache entry)."""
+    """What produces a Task2Vec embedding. The fields that can change an embedding's value enter
+    the fingerprint (`numeric_fields`); `name`, `description`, `device` (float noise only, so a
+    GPU re-run may reuse a CPU cache entry) and the fields that only choose which embeddings are
+    used and how they are compared stay out. `finetune` and `precision` enter only when not at
+    their defaults, so cache keys from before they existed stay valid."""
 
     name: str = "default"
     # Hugging Face hub id or local folder of a causal LM (safetensors weights only).
