@@ -2,7 +2,9 @@
 
 A registered dataset names where its documents come from. Five kinds of source exist:
 
-- `files`: JSONL, Parquet, CSV or plain-text files (one path or a glob);
+- `files`: JSONL, Parquet, CSV or plain-text files (one path or a glob); JSONL, CSV and text
+  files may be gzip-compressed (`.gz` after the format's suffix, e.g. `corpus.jsonl.gz`) and are
+  decompressed as they stream, so compressed corpora can ship with the repository;
 - `huggingface`: a Hugging Face dataset, from the hub or from a folder written by
   `Dataset.save_to_disk` (the project machines are offline, so the folder is the usual case);
 - `duckdb`: one SELECT against a DuckDB database, opened read-only;
@@ -25,11 +27,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import glob
+import gzip
 import itertools
 import json
 import logging
 import math
 import re
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +58,9 @@ _SUFFIX_FORMATS: dict[str, str] = {
     ".text": "text",
     ".md": "text",
 }
+GZIP_SUFFIX = ".gz"
+# Formats whose files may be gzip-compressed; Parquet compresses its pages itself and needs random access.
+GZIP_FORMATS: tuple[str, ...] = ("jsonl", "csv", "text")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 # A hub id is "name" or "owner/name"; anything else that is not an existing folder is a typo'd path.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -97,13 +104,26 @@ def _check_name(name: str, value: object) -> None:
     _require(isinstance(value, str) and value != "", f"{name} must be a non-empty string, got {value!r}")
 
 
+def _is_gzip(path: str | Path) -> bool:
+    return str(path).lower().endswith(GZIP_SUFFIX)
+
+
+def _format_suffix(path: str) -> str:
+    """The suffix that names a file's format: the last one, or the one before a final `.gz`."""
+    name = Path(path).name.lower()
+    if name.endswith(GZIP_SUFFIX):
+        name = name[: -len(GZIP_SUFFIX)]
+    return Path(name).suffix
+
+
 @dataclass(frozen=True)
 class FilesSource:
     """Documents from local files: one path or a glob, relative to the registry's folder."""
 
     type: ClassVar[str] = "files"
     path: str
-    # Inferred from the path's suffix when omitted (.jsonl/.ndjson, .parquet/.pq, .csv, .txt/.text/.md).
+    # Inferred from the path's suffix when omitted (.jsonl/.ndjson, .parquet/.pq, .csv, .txt/.text/.md),
+    # looking past a final .gz (x.jsonl.gz is jsonl).
     format: FileFormat | None = None
     text_column: str = "text"  # JSONL key / Parquet or CSV column; unused for `text`
     # `text` format only: "lines" = each non-blank line is a document, "paragraphs" = blank-line separated.
@@ -113,7 +133,7 @@ class FilesSource:
     def __post_init__(self) -> None:
         _check_name("path", self.path)
         if self.format is None:
-            inferred = _SUFFIX_FORMATS.get(Path(self.path).suffix.lower())
+            inferred = _SUFFIX_FORMATS.get(_format_suffix(self.path))
             _require(
                 inferred is not None,
                 f"cannot infer the format of {self.path!r} from its suffix; "
@@ -123,6 +143,11 @@ class FilesSource:
         _require(
             self.format in FILE_FORMATS,
             f"format must be one of {', '.join(FILE_FORMATS)}, got {self.format!r}",
+        )
+        _require(
+            self.format in GZIP_FORMATS or not _is_gzip(self.path),
+            f"{self.path!r}: gzip-compressed files are read for the {', '.join(GZIP_FORMATS)} formats only; "
+            "Parquet compresses internally: decompress the file and set a compression codec when writing it",
         )
         _check_name("text_column", self.text_column)
         _require(
@@ -491,26 +516,53 @@ def _iter_files(spec: FilesSource, base: Path) -> Iterator[str]:
         yield from readers[str(spec.format)](path, spec)
 
 
-def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line) of a UTF-8 file, newline kept; bad bytes stop with file and line."""
-    with open(path, "rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            if b"\x00" in raw:
-                column = raw.index(b"\x00") + 1
-                raise SourceDataError(
-                    f"{path}, line {lineno}: NUL byte at column {column}; "
-                    "is this a binary file? clean it or pick the right format"
-                )
+def _raw_lines(path: Path) -> Iterator[bytes]:
+    """The lines of a file as bytes, newline kept; a `.gz` file is decompressed as it streams.
+
+    A damaged gzip file (cut short, corrupt, or not gzip at all) stops with an error naming the
+    file and the last line read whole, instead of a bare EOFError or zlib error.
+    """
+    if not _is_gzip(path):
+        with open(path, "rb") as handle:
+            yield from handle
+        return
+    lineno = 0
+    with gzip.open(path, "rb") as handle:
+        lines = iter(handle)
+        while True:
             try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
+                raw = next(lines)
+            except StopIteration:
+                return
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
                 raise SourceDataError(
-                    f"{path}, line {lineno}: invalid UTF-8 at byte {exc.start} of the line; "
-                    "re-encode the file as UTF-8"
+                    f"{path}: cannot decompress after line {lineno} ({type(exc).__name__}: {exc}); "
+                    "the gzip file may be truncated or corrupt: copy or compress it again "
+                    "(`gzip -t` checks a file)"
                 ) from None
-            if lineno == 1 and line.startswith("\ufeff"):
-                line = line[1:]
-            yield lineno, line
+            lineno += 1
+            yield raw
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 file, plain or gzip, newline kept; bad bytes stop with file and line."""
+    for lineno, raw in enumerate(_raw_lines(path), start=1):
+        if b"\x00" in raw:
+            column = raw.index(b"\x00") + 1
+            raise SourceDataError(
+                f"{path}, line {lineno}: NUL byte at column {column}; "
+                "is this a binary file? clean it or pick the right format"
+            )
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SourceDataError(
+                f"{path}, line {lineno}: invalid UTF-8 at byte {exc.start} of the line; "
+                "re-encode the file as UTF-8"
+            ) from None
+        if lineno == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        yield lineno, line
 
 
 def _iter_jsonl(path: Path, spec: FilesSource) -> Iterator[str]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -233,6 +236,93 @@ def test_text_invalid_utf8_names_line(tmp_path: Path) -> None:
     (tmp_path / "u.txt").write_bytes(b"good\n\xc3\x28 bad\n")
     with pytest.raises(SourceDataError, match=r"u\.txt, line 2: invalid UTF-8 at byte 0"):
         read(FilesSource(path="u.txt"), tmp_path)
+
+
+# ----------------------------------------------------------------------------- gzip
+
+
+def write_gzip(path: Path, data: bytes) -> Path:
+    path.write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
+    return path
+
+
+def test_gzip_jsonl_reads_like_the_plain_file(tmp_path: Path) -> None:
+    records = [{"text": f"doc {i}", "id": i} for i in range(3000)]
+    plain = write_jsonl(tmp_path / "a.jsonl", records)
+    write_gzip(tmp_path / "a.jsonl.gz", plain.read_bytes())
+    assert read(FilesSource(path="a.jsonl.gz"), tmp_path) == read(FilesSource(path="a.jsonl"), tmp_path)
+    assert read(FilesSource(path="a.jsonl.gz", max_documents=2), tmp_path) == ["doc 0", "doc 1"]
+
+
+def test_gzip_csv_keeps_multiline_fields(tmp_path: Path) -> None:
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerows([["id", "text"], [1, "plain"], [2, "two\nlines, and a comma"]])
+    write_gzip(tmp_path / "c.csv.gz", buffer.getvalue().encode("utf-8"))
+    assert read(FilesSource(path="c.csv.gz"), tmp_path) == ["plain", "two\nlines, and a comma"]
+
+
+def test_gzip_text_lines_and_paragraphs(tmp_path: Path) -> None:
+    write_gzip(tmp_path / "t.txt.gz", b"first\nsecond\n\nthird\n")
+    assert read(FilesSource(path="t.txt.gz"), tmp_path) == ["first", "second", "third"]
+    assert read(FilesSource(path="t.txt.gz", split="paragraphs"), tmp_path) == ["first\nsecond", "third"]
+
+
+def test_glob_mixes_plain_and_gzip_files(tmp_path: Path) -> None:
+    (tmp_path / "parts").mkdir()
+    write_jsonl(tmp_path / "parts" / "a.jsonl", [{"text": "a1"}])
+    write_gzip(tmp_path / "parts" / "b.jsonl.gz", b'{"text": "b1"}\n')
+    assert read(FilesSource(path="parts/*", format="jsonl"), tmp_path) == ["a1", "b1"]
+
+
+def test_gzip_format_inference_looks_before_gz() -> None:
+    assert FilesSource(path="x.jsonl.gz").format == "jsonl"
+    assert FilesSource(path="x/*.CSV.GZ").format == "csv"
+    assert FilesSource(path="x.txt.gz").format == "text"
+    assert FilesSource(path="x.gz", format="jsonl").format == "jsonl"
+    with pytest.raises(SourceSpecError, match=r"cannot infer the format of 'x\.gz'"):
+        FilesSource(path="x.gz")
+    with pytest.raises(SourceSpecError, match=r"'x\.parquet\.gz': gzip-compressed files are read for the jsonl"):
+        FilesSource(path="x.parquet.gz")
+
+
+def test_gzip_errors_keep_file_line_and_byte(tmp_path: Path) -> None:
+    write_gzip(tmp_path / "bad.jsonl.gz", b'{"text": "a"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(SourceDataError, match=r"bad\.jsonl\.gz, line 2: invalid UTF-8 at byte 13"):
+        read(FilesSource(path="bad.jsonl.gz"), tmp_path)
+    write_gzip(tmp_path / "m.jsonl.gz", b'{"text": "a"}\n{"text": \n')
+    with pytest.raises(SourceDataError, match=r"m\.jsonl\.gz, line 2: malformed JSON"):
+        read(FilesSource(path="m.jsonl.gz"), tmp_path)
+
+
+def test_truncated_gzip_names_the_file(tmp_path: Path) -> None:
+    data = "".join(json.dumps({"text": f"document number {i} " * 5}) + "\n" for i in range(20000))
+    compressed = gzip.compress(data.encode("utf-8"), mtime=0)
+    (tmp_path / "cut.jsonl.gz").write_bytes(compressed[: len(compressed) // 2])
+    texts = iter_texts(FilesSource(path="cut.jsonl.gz"), tmp_path)
+    assert next(texts).startswith("document number 0 ")
+    with pytest.raises(SourceDataError) as info:
+        list(texts)
+    message = str(info.value)
+    assert str(tmp_path / "cut.jsonl.gz") in message
+    assert "may be truncated" in message and "cannot decompress after line" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("plain.jsonl.gz", b'{"text": "not compressed"}\n'),  # a .gz suffix on a plain file
+        ("crc.jsonl.gz", None),  # a flipped byte in the compressed body
+    ],
+)
+def test_corrupt_gzip_names_the_file(tmp_path: Path, name: str, content: bytes | None) -> None:
+    if content is None:
+        good = bytearray(gzip.compress(b'{"text": "x"}\n' * 1000, mtime=0))
+        good[len(good) // 2] ^= 0xFF
+        content = bytes(good)
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(SourceDataError, match=rf"{re.escape(name)}: cannot decompress.*may be truncated or corrupt"):
+        read(FilesSource(path=name), tmp_path)
 
 
 # ----------------------------------------------------------------------------- Hugging Face
