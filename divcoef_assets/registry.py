@@ -14,7 +14,7 @@ Format (`data/registry.yaml`; another file via `DIVCOEF_REGISTRY` or `load_regis
       bible:
         source: files              # files | huggingface | duckdb | synthetic | mixture
         description: King James Bible
-        path: ../../shared/corpora/bible_kjv.jsonl   # file or glob
+        path: corpora/bible_kjv.jsonl.gz   # file or glob; .gz files are decompressed as read
         format: jsonl              # jsonl | parquet | csv | text; inferred from the suffix if omitted
         text_column: text
       wikitext:

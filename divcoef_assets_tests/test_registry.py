@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from divcoef_assets.core.sources import FilesSource, MixtureSource, SyntheticSource
+from divcoef_assets.core.sources import FilesSource, MixtureSource, SyntheticSource, iter_texts
 from divcoef_assets.registry import (
     DEFAULT_REGISTRY_PATH,
     REGISTRY_ENV,
@@ -64,6 +64,10 @@ def test_shipped_registry_loads_with_the_expected_entries() -> None:
         "bible",
         "fortunes",
         "jargon",
+        "debian-docs",
+        "perl-docs",
+        "postgres-docs",
+        "sqlite-docs",
         "lower-bound",
         "upper-bound",
         "ginc-c1",
@@ -107,13 +111,17 @@ def test_shipped_registry_loads_with_the_expected_entries() -> None:
 
 def test_every_shipped_file_dataset_exists() -> None:
     registry = load_registry(DEFAULT_REGISTRY_PATH)
-    shared = (DEFAULT_REGISTRY_PATH.parent.parent.parent / "shared" / "corpora").resolve()
+    corpora = (DEFAULT_REGISTRY_PATH.parent / "corpora").resolve()
     files = [spec for spec in registry.datasets.values() if isinstance(spec.source, FilesSource)]
-    assert len(files) == 3
+    assert [spec.name for spec in files] == [
+        "bible", "fortunes", "jargon", "debian-docs", "perl-docs", "postgres-docs", "sqlite-docs"
+    ]
     for spec in files:
         matches = glob.glob(str(registry.base_dir / spec.source.path))
         assert matches, f"{spec.name}: {spec.source.path} matches nothing under {registry.base_dir}"
-        assert all(Path(m).resolve().parent == shared for m in matches)
+        assert all(Path(m).resolve().parent == corpora for m in matches)
+        first = next(iter_texts(spec, registry.base_dir))
+        assert isinstance(first, str) and first.strip(), f"{spec.name}: the first document is empty"
 
 
 def test_shipped_mixture_reads_components_with_labels() -> None:
