@@ -5,10 +5,14 @@ accepted) before any work starts."""
 from __future__ import annotations
 
 import math
+import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
 from divcoef_assets.core.config import ProbeConfig
+from divcoef_assets.registry import RegistryError, load_registry
 
 # ----------------------------------------------------------------------------- 1. ProbeConfig
 
@@ -51,3 +55,101 @@ def test_probe_config_checks_happen_on_replace_too():
         config.replace(n_batches=2)
     with pytest.raises(ValueError, match="lr must be a finite non-negative number"):
         config.replace(lr=math.inf)
+
+
+# ----------------------------------------------------------------------------- 2. registry YAML
+
+
+def _registry(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "registry.yaml"
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+def test_registry_reads_numbers_that_yaml_left_as_strings(tmp_path):
+    # YAML 1.1 reads 5e-5 (no dot) as the string "5e-5"; quoted numbers are strings too.
+    path = _registry(tmp_path, """
+        default_probe: p
+        probes:
+          p:
+            model: gpt2
+            lr: 5e-5
+            adam_eps: 1e-8
+            weight_decay: "0.01"
+            target_half_width: 5e-3
+            n_batches: "40"
+            batch_size: 1e2
+            seq_len: " 64 "
+        datasets: {}
+    """)
+    probe = load_registry(path).probe("p")
+    assert (probe.lr, probe.adam_eps, probe.weight_decay, probe.target_half_width) == (5e-5, 1e-8, 0.01, 5e-3)
+    assert (probe.n_batches, probe.batch_size, probe.seq_len) == (40, 100, 64)
+    assert all(isinstance(v, int) for v in (probe.n_batches, probe.batch_size, probe.seq_len))
+    assert probe == ProbeConfig(name="p", lr=5e-5, adam_eps=1e-8, weight_decay=0.01, target_half_width=5e-3,
+                                n_batches=40, batch_size=100, seq_len=64)
+
+
+@pytest.mark.parametrize(("field", "value", "what"), [
+    ("lr", "fast", "not a number"),
+    ("n_batches", "many", "not a number"),
+    ("batch_size", "12.5", "not a whole number"),
+])
+def test_registry_refuses_a_non_numeric_string_naming_file_probe_and_field(tmp_path, field, value, what):
+    path = _registry(tmp_path, f"""
+        default_probe: p
+        probes:
+          p:
+            model: gpt2
+            {field}: "{value}"
+        datasets: {{}}
+    """)
+    with pytest.raises(RegistryError) as caught:
+        load_registry(path)
+    message = str(caught.value)
+    for fragment in (str(path), "probe 'p'", f"field `{field}`", repr(value), what):
+        assert fragment in message, (fragment, message)
+
+
+def test_registry_refuses_an_alias_naming_its_line(tmp_path):
+    path = _registry(tmp_path, """
+        default_probe: p
+        probes:
+          p:
+            model: gpt2
+            lr: 0.001
+            weight_decay: *rate
+        datasets: {}
+    """)
+    with pytest.raises(RegistryError, match=r"registry .*registry\.yaml, line 6: YAML alias \*rate: anchors and aliases"):
+        load_registry(path)
+
+
+def test_registry_refuses_anchors_and_merge_keys(tmp_path):
+    path = _registry(tmp_path, """
+        default_probe: p
+        probes:
+          base: &base
+            model: gpt2
+          p:
+            <<: *base
+            lr: 0.001
+        datasets: {}
+    """)
+    with pytest.raises(RegistryError, match=r"line 3: YAML anchor &base: .*write the values out in full"):
+        load_registry(path)
+
+
+def test_registry_rejects_an_alias_bomb_before_expanding_it(tmp_path):
+    # "billion laughs": 9 levels of 9 aliases expand to 9**9 strings in anything that walks the tree
+    # (the probe fingerprint's json.dumps would), though the composed graph itself is small.
+    levels = ['    l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for k in range(1, 10):
+        levels.append(f"    l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * 9) + "]")
+    text = "default_probe: p\nprobes:\n  p:\n    model: gpt2\n    extra:\n  " + "\n  ".join(levels) + "\ndatasets: {}\n"
+    path = tmp_path / "registry.yaml"
+    path.write_text(text, encoding="utf-8")
+    started = time.perf_counter()
+    with pytest.raises(RegistryError, match=r"line 6: YAML anchor &l0"):
+        load_registry(path)
+    assert time.perf_counter() - started < 1.0
