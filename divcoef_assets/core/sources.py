@@ -43,6 +43,9 @@ TEXT_SPLITS: tuple[str, ...] = ("lines", "paragraphs")
 SYNTHETIC_KINDS: tuple[str, ...] = ("lower_bound", "upper_bound", "ginc")
 MIXTURE_MODES: tuple[str, ...] = ("interleave", "concat")
 SOURCE_TYPES: tuple[str, ...] = ("files", "huggingface", "duckdb", "synthetic", "mixture")
+# Mixture weights are relative; a bound keeps their ratios, and the shares computed from them, exact
+# in float64 and turns a typo'd exponent (1e60) into an error rather than a one-component mixture.
+MAX_MIXTURE_WEIGHT = 1e6
 
 _SUFFIX_FORMATS: dict[str, str] = {
     ".jsonl": "jsonl",
@@ -271,13 +274,14 @@ class MixtureSource:
             f"weights must have one number per component: "
             f"{len(self.components)} components, {len(self.weights)} weights",
         )
-        for weight in self.weights:
+        for component, weight in zip(self.components, self.weights):
             _require(
                 isinstance(weight, (int, float))
                 and not isinstance(weight, bool)
-                and math.isfinite(weight)
-                and weight > 0,
-                f"weights must be positive finite numbers, got {weight!r}",
+                and (isinstance(weight, int) or math.isfinite(weight))
+                and 0 < weight <= MAX_MIXTURE_WEIGHT,
+                f"weight {weight!r} of component {component!r} is invalid: weights must be positive finite "
+                f"numbers, > 0 and <= {MAX_MIXTURE_WEIGHT:g} (only their ratios matter: scale them down)",
             )
         _require(
             self.mode in MIXTURE_MODES, f"mode must be one of {', '.join(MIXTURE_MODES)}, got {self.mode!r}"

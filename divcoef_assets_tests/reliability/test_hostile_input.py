@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from divcoef_assets.core.config import ProbeConfig
 from divcoef_assets.registry import RegistryError, load_registry
@@ -153,3 +154,33 @@ def test_registry_rejects_an_alias_bomb_before_expanding_it(tmp_path):
     with pytest.raises(RegistryError, match=r"line 6: YAML anchor &l0"):
         load_registry(path)
     assert time.perf_counter() - started < 1.0
+
+
+# ----------------------------------------------------------------------------- 3. mixture weights
+
+
+@pytest.mark.parametrize("weight", ["1.5e+7", "2000000", "0", "-1", ".nan", ".inf", "-.inf", "heavy"])
+def test_mixture_weight_must_be_finite_positive_and_at_most_a_million(tmp_path, weight):
+    path = _registry(tmp_path, f"""
+        default_probe: p
+        probes:
+          p: {{model: gpt2}}
+        datasets:
+          a: {{source: files, path: a.jsonl}}
+          b: {{source: files, path: b.jsonl}}
+          mix: {{source: mixture, components: [a, b], weights: [1, {weight}]}}
+    """)
+    with pytest.raises(RegistryError) as caught:
+        load_registry(path)
+    message = str(caught.value)
+    for fragment in (str(path), "dataset 'mix'", "of component 'b' is invalid", "> 0 and <= 1e+06"):
+        assert fragment in message, (fragment, message)
+    assert "weight " + repr(yaml.safe_load(weight)) in message
+
+
+def test_mixture_weights_up_to_a_million_are_accepted(tmp_path):
+    from divcoef_assets.core.sources import MixtureSource
+
+    assert MixtureSource(components=("a", "b"), weights=(1e6, 1e-3)).weight_map == {"a": 1e6, "b": 1e-3}
+    with pytest.raises(ValueError, match=r"weight 1000000\.5 of component 'a' is invalid"):
+        MixtureSource(components=("a", "b"), weights=(1e6 + 0.5, 1))
