@@ -618,10 +618,14 @@ def _iter_parquet(path: Path, spec: FilesSource) -> Iterator[str]:
                 f"{path}: no column {spec.text_column!r}; the file has {schema.names}; set text_column to one of them"
             )
         column_type = schema.field(spec.text_column).type
+        # A dictionary-encoded column (a pandas Categorical written with pyarrow) holds strings too:
+        # its batches are decoded to plain strings below.
+        dictionary = pa.types.is_dictionary(column_type)
+        value_type = column_type.value_type if dictionary else column_type
         if not (
-            pa.types.is_string(column_type)
-            or pa.types.is_large_string(column_type)
-            or pa.types.is_string_view(column_type)
+            pa.types.is_string(value_type)
+            or pa.types.is_large_string(value_type)
+            or pa.types.is_string_view(value_type)
         ):
             raise SourceDataError(
                 f"{path}, row 1: column {spec.text_column!r} holds {column_type} values, not strings; "
@@ -630,7 +634,10 @@ def _iter_parquet(path: Path, spec: FilesSource) -> Iterator[str]:
         row = 0
         try:
             for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=[spec.text_column]):
-                for value in batch.column(0).to_pylist():
+                column = batch.column(0)
+                if pa.types.is_dictionary(column.type):
+                    column = column.dictionary_decode()
+                for value in column.to_pylist():
                     row += 1
                     yield _check_text(value, f"{path}, row {row}")
         except (pa.ArrowException, OSError) as exc:

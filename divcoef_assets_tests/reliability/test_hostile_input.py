@@ -184,3 +184,21 @@ def test_mixture_weights_up_to_a_million_are_accepted(tmp_path):
     assert MixtureSource(components=("a", "b"), weights=(1e6, 1e-3)).weight_map == {"a": 1e6, "b": 1e-3}
     with pytest.raises(ValueError, match=r"weight 1000000\.5 of component 'a' is invalid"):
         MixtureSource(components=("a", "b"), weights=(1e6 + 0.5, 1))
+
+
+# ----------------------------------------------------------------------------- 4. dictionary-encoded Parquet
+
+
+def test_parquet_text_column_written_from_a_pandas_categorical_is_read(tmp_path):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from divcoef_assets.core.sources import FilesSource, iter_texts
+
+    texts = ["the cat sat", "on the mat", "the cat sat", None, "a dog barked"]
+    frame = pd.DataFrame({"text": pd.Categorical(texts), "id": range(len(texts))})
+    frame.to_parquet(tmp_path / "cat.parquet", engine="pyarrow")
+    assert str(pq.read_schema(tmp_path / "cat.parquet").field("text").type).startswith("dictionary<values=string")
+    got = list(iter_texts(FilesSource(path="cat.parquet"), tmp_path))
+    assert got == ["the cat sat", "on the mat", "the cat sat", "", "a dog barked"]
+    assert all(type(text) is str for text in got)
