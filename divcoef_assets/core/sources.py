@@ -716,6 +716,8 @@ def _iter_hub(spec: HuggingFaceSource) -> Iterator[str]:
 def _iter_duckdb(spec: DuckDBSource, base: Path) -> Iterator[str]:
     import duckdb
 
+    from divcoef_assets.core.duckdb_files import NO_EXTENSION_AUTOLOAD, not_duckdb_reason
+
     database = _resolve(spec.database, base)
     if not database.is_file():
         raise SourceNotFoundError(
@@ -724,8 +726,17 @@ def _iter_duckdb(spec: DuckDBSource, base: Path) -> Iterator[str]:
         )
     try:
         # Read-only and without file-system access: the query can read the database and nothing else.
-        connection = duckdb.connect(str(database), read_only=True, config={"enable_external_access": False})
+        # Extension auto-install/auto-load are off: a SQLite file must not make DuckDB download a scanner.
+        connection = duckdb.connect(
+            str(database), read_only=True, config={"enable_external_access": False, **NO_EXTENSION_AUTOLOAD}
+        )
     except duckdb.Error as exc:
+        reason = not_duckdb_reason(database)
+        if reason is not None:
+            raise SourceDataError(
+                f"{database}: is {reason}, not a DuckDB database; point `database` at a DuckDB file "
+                "(a duckdb source reads DuckDB databases only)"
+            ) from None
         raise SourceDataError(f"{database}: cannot open the DuckDB database read-only ({exc})") from None
     try:
         try:

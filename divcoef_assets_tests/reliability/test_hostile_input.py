@@ -202,3 +202,108 @@ def test_parquet_text_column_written_from_a_pandas_categorical_is_read(tmp_path)
     got = list(iter_texts(FilesSource(path="cat.parquet"), tmp_path))
     assert got == ["the cat sat", "on the mat", "the cat sat", "", "a dog barked"]
     assert all(type(text) is str for text in got)
+
+
+# ----------------------------------------------------------------------------- 5. DuckDB files
+
+
+def _sqlite_file(path: Path) -> Path:
+    import sqlite3
+
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE posts (body TEXT)")
+        connection.execute("INSERT INTO posts VALUES ('hello')")
+    connection.close()
+    return path
+
+
+@pytest.fixture
+def duckdb_configs(monkeypatch):
+    """The config of every duckdb.connect call made while the test runs."""
+    import duckdb
+
+    seen: list[dict] = []
+    real_connect = duckdb.connect
+
+    def connect(*args, **kwargs):
+        seen.append(dict(kwargs.get("config") or {}))
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", connect)
+    return seen
+
+
+NO_AUTOLOAD = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("sqlite", "is a SQLite database, not a DuckDB database"),
+    ("text", "is a file without the DuckDB header, not a DuckDB database"),
+    ("empty", "is empty (0 bytes), not a DuckDB database"),
+])
+def test_duckdb_source_on_a_file_that_is_not_duckdb(tmp_path, duckdb_configs, kind, reason):
+    from divcoef_assets.core.sources import DuckDBSource, SourceDataError, iter_texts
+
+    path = tmp_path / "forum.db"
+    if kind == "sqlite":
+        _sqlite_file(path)
+    else:
+        path.write_text("" if kind == "empty" else "id,body\n1,hello\n")
+    with pytest.raises(SourceDataError) as caught:
+        list(iter_texts(DuckDBSource(database="forum.db", query="SELECT body AS text FROM posts"), tmp_path))
+    message = str(caught.value)
+    assert str(path) in message and reason in message, message
+    assert "download" not in message.lower() and "install" not in message.lower()
+    assert duckdb_configs and all(NO_AUTOLOAD.items() <= config.items() for config in duckdb_configs)
+
+
+def test_duckdb_source_still_reads_a_duckdb_database(tmp_path, duckdb_configs):
+    import duckdb
+
+    from divcoef_assets.core.sources import DuckDBSource, iter_texts
+
+    with duckdb.connect(str(tmp_path / "f.duckdb")) as connection:
+        connection.execute("CREATE TABLE posts AS SELECT 'hello' AS body")
+    duckdb_configs.clear()
+    spec = DuckDBSource(database="f.duckdb", query="SELECT body AS text FROM posts")
+    assert list(iter_texts(spec, tmp_path)) == ["hello"]
+    assert len(duckdb_configs) == 1 and NO_AUTOLOAD.items() <= duckdb_configs[0].items()
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("sqlite", "is a SQLite database, not a DuckDB database"),
+    ("text", "is a file without the DuckDB header, not a DuckDB database"),
+])
+def test_results_store_on_a_file_that_is_not_duckdb(tmp_path, duckdb_configs, kind, reason):
+    from divcoef_assets.storage import ResultsStore, StoreFileError
+
+    path = tmp_path / "results.duckdb"
+    if kind == "sqlite":
+        _sqlite_file(path)
+    else:
+        path.write_text("dataset,value\nbible,0.2\n")
+    before = path.read_bytes()
+    store = ResultsStore(path, lock_timeout_s=0)
+    for action in (store.ensure_schema, lambda: store.coefficients()):
+        with pytest.raises(StoreFileError) as caught:
+            action()
+        message = str(caught.value)
+        assert str(path) in message and reason in message, message
+        assert "download" not in message.lower()
+    assert path.read_bytes() == before  # left alone
+    assert duckdb_configs and all(config == NO_AUTOLOAD for config in duckdb_configs)
+
+
+def test_results_store_reports_a_zero_byte_database_and_says_to_delete_it(tmp_path):
+    from divcoef_assets.storage import ResultsStore, StoreFileError
+
+    path = tmp_path / "results.duckdb"
+    path.touch()  # what a crash on a full disk can leave
+    store = ResultsStore(path, lock_timeout_s=0)
+    with pytest.raises(StoreFileError, match=r"results store .*results\.duckdb is an empty \(0-byte\) file.*holds no "
+                                             r"data.*delete it"):
+        store.ensure_schema()
+    assert path.exists() and path.stat().st_size == 0  # reported, not removed behind the user's back
+    path.unlink()
+    store.ensure_schema()
+    assert store.coefficients() == []
