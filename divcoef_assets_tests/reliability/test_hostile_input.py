@@ -307,3 +307,43 @@ def test_results_store_reports_a_zero_byte_database_and_says_to_delete_it(tmp_pa
     path.unlink()
     store.ensure_schema()
     assert store.coefficients() == []
+
+
+# ----------------------------------------------------------------------------- 6. truncated snapshot
+
+
+def _snapshot(tmp_path: Path) -> Path:
+    from divcoef_assets.core.snapshot import write_snapshot
+
+    path = tmp_path / "snapshot.parquet"
+    texts = [("a" if i % 2 else "b", f"document {i} " + "word " * (i % 17)) for i in range(400)]
+    write_snapshot(texts, path, chunk_rows=50)
+    return path
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.999])
+def test_truncated_snapshot_names_the_file_and_says_to_rematerialize(tmp_path, keep):
+    from divcoef_assets.core.snapshot import CorruptSnapshotError, read_texts, snapshot_info, source_index
+
+    path = _snapshot(tmp_path)
+    assert len(read_texts(path, [0, 399])) == 2
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])  # a copy or a write cut short
+    for read in (lambda: read_texts(path, [0, 1, 399]), lambda: source_index(path), lambda: snapshot_info(path)):
+        with pytest.raises(CorruptSnapshotError) as caught:
+            read()
+        message = str(caught.value)
+        assert str(path) in message and "truncated or corrupt" in message, message
+        assert "re-materialize the dataset_snapshot asset" in message, message
+
+
+def test_snapshot_with_garbled_data_pages_names_the_file(tmp_path):
+    from divcoef_assets.core.snapshot import CorruptSnapshotError, read_texts, source_index
+
+    path = _snapshot(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[4 : len(data) - 2048] = b"\xa5" * (len(data) - 2052)  # pages overwritten, footer intact
+    path.write_bytes(bytes(data))
+    for read in (lambda: read_texts(path, list(range(0, 400, 7))), lambda: source_index(path)):
+        with pytest.raises(CorruptSnapshotError, match=r"snapshot .*snapshot\.parquet cannot be read.*re-materialize"):
+            read()
