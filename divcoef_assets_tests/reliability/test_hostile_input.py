@@ -347,3 +347,91 @@ def test_snapshot_with_garbled_data_pages_names_the_file(tmp_path):
     for read in (lambda: read_texts(path, list(range(0, 400, 7))), lambda: source_index(path)):
         with pytest.raises(CorruptSnapshotError, match=r"snapshot .*snapshot\.parquet cannot be read.*re-materialize"):
             read()
+
+
+# ----------------------------------------------------------------------------- 7. CLI and probe names
+
+
+def _one_probe_registry(tmp_path: Path) -> Path:
+    return _registry(tmp_path, """
+        default_probe: p
+        probes:
+          p: {model: gpt2}
+          q: {model: gpt2, seq_len: 64}
+        datasets:
+          a: {source: files, path: a.jsonl}
+    """)
+
+
+@pytest.fixture
+def fake_audit(monkeypatch):
+    """Replaces run_default_audit: records its keyword arguments, runs nothing."""
+    import divcoef_assets.default_audit as default_audit
+
+    calls: list[dict] = []
+
+    def fake(**kwargs):
+        calls.append(kwargs)
+        return 0
+
+    monkeypatch.setattr(default_audit, "run_default_audit", fake)
+    return calls
+
+
+def test_cli_audit_refuses_an_empty_datasets_list(fake_audit, capsys):
+    from divcoef_assets.cli import main
+
+    assert main(["audit", "--datasets"]) == 2
+    err = capsys.readouterr().err
+    assert "--datasets" in err and "name at least one registered dataset" in err and "drop the flag" in err
+    assert fake_audit == []
+
+
+def test_cli_audit_passes_probe_and_accepts_cache_dir(fake_audit, tmp_path):
+    from divcoef_assets.cli import main
+
+    assert main(["audit", "--probe", "q", "--cache-dir", str(tmp_path / "cache"), "--datasets", "a"]) == 0
+    assert main(["audit"]) == 0
+    assert [(call["probe"], call["datasets"]) for call in fake_audit] == [("q", ["a"]), (None, None)]
+
+
+def test_default_audit_checks_probe_and_datasets_before_any_work(tmp_path, monkeypatch):
+    from divcoef_assets.default_audit import run_default_audit
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    common = dict(dagster_home=str(tmp_path / "home"), registry_path=str(_one_probe_registry(tmp_path)),
+                  data_dir=str(tmp_path / "data"), db_path=str(tmp_path / "r.duckdb"))
+    with pytest.raises(ValueError, match=r"probe 'ghost' is not registered in .*registry\.yaml; registered probes: \['p', 'q'\]"):
+        run_default_audit(probe="ghost", **common)
+    with pytest.raises(ValueError, match="datasets is an empty list: name at least one registered dataset"):
+        run_default_audit(datasets=[], probe="q", **common)
+    assert not (tmp_path / "home").exists() and not (tmp_path / "data").exists() and not (tmp_path / "r.duckdb").exists()
+
+
+def test_cli_audit_with_an_unregistered_probe_exits_2(tmp_path, monkeypatch, capsys):
+    from divcoef_assets.cli import main
+
+    monkeypatch.setenv("DIVCOEF_REGISTRY", str(_one_probe_registry(tmp_path)))
+    monkeypatch.setenv("DIVCOEF_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["audit", "--probe", "ghost", "--dagster-home", str(tmp_path / "home")]) == 2
+    err = capsys.readouterr().err
+    assert "probe 'ghost' is not registered" in err and "registered probes: ['p', 'q']" in err
+    assert not (tmp_path / "home").exists()
+
+
+def test_resolve_probe_refuses_a_name_that_is_neither_registered_nor_a_model(tmp_path, monkeypatch):
+    from divcoef_assets.api import resolve_probe
+
+    monkeypatch.setenv("DIVCOEF_REGISTRY", str(_one_probe_registry(tmp_path)))
+    monkeypatch.chdir(tmp_path)
+    for typo in ("ghost", "local-gtp2", "P"):
+        with pytest.raises(ValueError, match=rf"probe '{typo}' is not registered; registered probes: \['p', 'q'\]"):
+            resolve_probe(typo)
+    (tmp_path / "my-model").mkdir()
+    assert resolve_probe("q").seq_len == 64 and resolve_probe(None).name == "p"
+    assert resolve_probe("my-model").model == "my-model"  # an existing local folder
+    assert resolve_probe(str(tmp_path / "elsewhere")).model == str(tmp_path / "elsewhere")  # a path: checked at load
+    assert resolve_probe("org/model").model == "org/model"  # shaped like a hub id
+    assert resolve_probe("gpt2").model == "gpt2" and resolve_probe("distilgpt2").model == "distilgpt2"  # bare hub ids
+    assert resolve_probe("arch:gpt2", init="random").model == "arch:gpt2"  # an architecture, randomly initialised
