@@ -44,7 +44,14 @@ def default_cache_dir() -> Path:
 
 
 def resolve_probe(probe: ProbeConfig | str | None, **overrides) -> ProbeConfig:
-    """A probe config from a config, a registry name or a model id/folder, plus overrides."""
+    """A probe config from a config, a registry name or a model id/folder, plus overrides.
+
+    A string that is not a registered probe is taken as a model when it looks like one: an existing
+    local folder, a hub id with an owner (`org/name`), a bare hub id of the GPT-2 family (`gpt2`,
+    `distilgpt2`, ...) or an `arch:<model_type>` architecture. Anything else (a typo'd probe name,
+    say) is refused with the list of registered probes.
+    """
+    known_bare_models = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2", "openai-gpt")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if isinstance(probe, ProbeConfig):
         config = probe
@@ -57,6 +64,16 @@ def resolve_probe(probe: ProbeConfig | str | None, **overrides) -> ProbeConfig:
             config = registry.probes[name]
         elif probe is None:
             raise ValueError(f"the registry's default probe {name!r} is not defined")
+        elif (
+            "/" not in probe
+            and not os.path.isdir(os.path.expanduser(probe))
+            and probe not in known_bare_models
+            and not probe.startswith("arch:")
+        ):
+            raise ValueError(
+                f"probe {probe!r} is not registered; registered probes: {list(registry.probes)} "
+                f"(in {registry.path}); or name a local model folder or a hub id such as org/name"
+            )
         else:
             config = ProbeConfig(name=_safe_name(probe), model=probe)
     return config.replace(**overrides) if overrides else config

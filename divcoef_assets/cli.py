@@ -4,6 +4,7 @@
     divcoef diversity corpus.jsonl --target-half-width 0.005 --n-batches 200 --precision bf16
     divcoef cross a.jsonl b.parquet --text-column body
     divcoef audit                      # the default audit as a Dagster job (see README)
+    divcoef audit --probe rand-gpt2 --datasets bible jargon
 
 Files are JSON Lines, Parquet, CSV or plain text (one document per line), or a glob of them;
 `--text-column` names the field that holds the text. Results print as a table, or as JSON with
@@ -66,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("audit", help="materialize the default audit job and print its table")
     p.add_argument("--dagster-home", help="Dagster instance folder (default data/dagster_home)")
-    p.add_argument("--datasets", nargs="*", help="only these registered datasets")
+    p.add_argument("--datasets", nargs="*", help="only these registered datasets (at least one; omit the flag for all)")
+    p.add_argument("--probe", help="a probe registered in the registry (default: the registry's default probe)")
+    p.add_argument("--cache-dir", help="embedding cache folder (accepted; the audit does not use it yet)")
     return parser
 
 
@@ -115,9 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command == "audit":
+            if args.datasets is not None and not args.datasets:
+                raise ValueError(
+                    "--datasets was given without a dataset: name at least one registered dataset, "
+                    "or drop the flag to audit them all"
+                )
+            if args.cache_dir is not None:
+                log.warning("--cache-dir is not used by `divcoef audit` yet; the audit caches under its data folder")
             from divcoef_assets.default_audit import run_default_audit
 
-            return run_default_audit(dagster_home=args.dagster_home, datasets=args.datasets)
+            return run_default_audit(dagster_home=args.dagster_home, datasets=args.datasets, probe=args.probe)
         from divcoef_assets.api import cross_diversity_coefficient, diversity_coefficient
 
         common = dict(probe=args.probe, cache_dir=args.cache_dir, progress=_progress, **_overrides(args))

@@ -1,11 +1,13 @@
 """The default audit: every registered dataset with the default probe, as Dagster runs.
 
     divcoef audit                     # what the README's run command does after set-up
+    divcoef audit --probe rand-gpt2 --datasets bible fortunes
 
 Runs, against a persistent Dagster instance (`data/dagster_home` unless `DAGSTER_HOME` or
 `--dagster-home` says otherwise, so `dagster dev` shows the history afterwards):
 
-1. `probe` job for the default probe (pretrains it here the first time; cached afterwards);
+1. `probe` job for the default probe, or the registered probe `probe` (pretrains it here the first
+   time; cached afterwards);
 2. `audit` job for each dataset|probe partition, one run each, in registry order;
 3. `cross_audit` job for the probe;
 
@@ -47,20 +49,29 @@ def format_table(rows, probe: str) -> str:
 
 
 def run_default_audit(*, dagster_home: str | None = None, datasets: list[str] | None = None, registry_path: str = "",
-                      data_dir: str = "", db_path: str = "") -> int:
+                      data_dir: str = "", db_path: str = "", probe: str | None = None) -> int:
+    """Run the audit; `datasets` (None: all registered) and `probe` (None: the registry's default)
+    are checked against the registry before anything is created or run (`ValueError` if unknown)."""
     from divcoef_assets.definitions import build_definitions
     from divcoef_assets.partitions import DATASET_DIMENSION, PROBE_DIMENSION, dataset_probe_key
 
     started = time.perf_counter()
-    instance, home = _instance(dagster_home)
+    if datasets is not None and not datasets:
+        raise ValueError("datasets is an empty list: name at least one registered dataset, or pass None for all")
     defs = build_definitions(registry_path=registry_path, data_dir=data_dir, db_path=db_path)
     divcoef = defs.resources["divcoef"]
     registry = divcoef.registry()
-    probe = registry.default_probe
-    names = list(datasets or registry.datasets)
+    if probe is None:
+        probe = registry.default_probe
+    elif probe not in registry.probes:
+        raise ValueError(
+            f"probe {probe!r} is not registered in {registry.path}; registered probes: {list(registry.probes)}"
+        )
+    names = list(registry.datasets) if datasets is None else list(datasets)
     unknown = [n for n in names if n not in registry.datasets]
     if unknown:
         raise ValueError(f"not registered: {unknown}; known datasets: {list(registry.datasets)}")
+    instance, home = _instance(dagster_home)
     instance.add_dynamic_partitions(DATASET_DIMENSION, [n for n in registry.datasets if not instance.has_dynamic_partition(DATASET_DIMENSION, n)])
     instance.add_dynamic_partitions(PROBE_DIMENSION, [p for p in registry.probes if not instance.has_dynamic_partition(PROBE_DIMENSION, p)])
     log.info("default audit: probe %s, %d datasets, Dagster instance %s", probe, len(names), home)

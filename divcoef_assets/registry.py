@@ -48,7 +48,11 @@ that names an existing folder relative to the registry is made absolute, since t
 has no base folder of its own.
 
 Every problem raises `RegistryError` naming the file and the entry; YAML keys that repeat raise
-too, with their line, instead of the later one silently winning.
+too, with their line, instead of the later one silently winning. YAML anchors and aliases
+(`&name`, `*name`, `<<: *name`) are refused with their line as soon as the parser meets them,
+before anything is expanded, so an alias bomb costs nothing. Numbers of numeric probe fields may be
+written as strings (`lr: 5e-5` is a string to YAML 1.1, which wants `5.0e-5`): a string that
+parses as a number is taken as that number, any other string is an error naming the field.
 """
 
 from __future__ import annotations
@@ -85,14 +89,39 @@ DEFAULT_REGISTRY_PATH = REPO_ROOT / "data" / "registry.yaml"
 _TOP_LEVEL = ("default_probe", "probes", "datasets")
 _DATASET_META = ("source", "description")
 _PROBE_FIELDS = tuple(f.name for f in dataclasses.fields(ProbeConfig) if f.name != "name")
+# Numeric probe fields, by annotation (core/config.py uses postponed annotations, so these are strings).
+_PROBE_INT_FIELDS = frozenset(f.name for f in dataclasses.fields(ProbeConfig) if f.type == "int")
+_PROBE_FLOAT_FIELDS = frozenset(f.name for f in dataclasses.fields(ProbeConfig) if f.type == "float")
 
 
 class RegistryError(ValueError):
     """The registry file is missing or malformed; the message names the file and the entry."""
 
 
+class _AnchorRefusedError(yaml.YAMLError):
+    """The registry uses a YAML anchor or alias; `line` is 1-based."""
+
+    def __init__(self, what: str, line: int) -> None:
+        super().__init__(what)
+        self.what = what
+        self.line = line
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a mapping key given twice."""
+    """SafeLoader that refuses a mapping key given twice, and any anchor or alias.
+
+    Anchors and aliases are refused while the document is composed, node by node, at the first
+    one met: nothing is expanded, so a "billion laughs" alias bomb is rejected at once.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _AnchorRefusedError(f"alias *{event.anchor}", event.start_mark.line + 1)
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            raise _AnchorRefusedError(f"anchor &{anchor}", event.start_mark.line + 1)
+        return super().compose_node(parent, index)
 
 
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -194,6 +223,11 @@ def load_registry(path: str | Path | None = None) -> Registry:
     try:
         with open(path, encoding="utf-8") as stream:
             data = yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _AnchorRefusedError as exc:
+        raise RegistryError(
+            f"registry {path}, line {exc.line}: YAML {exc.what}: anchors and aliases (&name, *name, <<: *name) "
+            "are not allowed in the registry; write the values out in full"
+        ) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise RegistryError(f"registry {path}: not valid YAML: {exc}") from None
     if data is None:
@@ -267,6 +301,9 @@ def _parse_probe(path: Path, name: str, entry: object) -> ProbeConfig:
     unknown = sorted(map(str, set(fields) - set(_PROBE_FIELDS)))
     if unknown:
         raise RegistryError(f"{where}: unknown field(s) {unknown}; allowed: {', '.join(_PROBE_FIELDS)}")
+    for key in sorted(_PROBE_INT_FIELDS | _PROBE_FLOAT_FIELDS):
+        if isinstance(fields.get(key), str):
+            fields[key] = _number_from_string(where, key, fields[key], integer=key in _PROBE_INT_FIELDS)
     for key in ("model", "tokenizer"):
         value = fields.get(key)
         if isinstance(value, str) and value.startswith((".", "~")):
@@ -275,6 +312,25 @@ def _parse_probe(path: Path, name: str, entry: object) -> ProbeConfig:
         return ProbeConfig(name=name, **fields)
     except (TypeError, ValueError) as exc:
         raise RegistryError(f"{where}: {exc}") from None
+
+
+def _number_from_string(where: str, key: str, value: str, *, integer: bool) -> int | float:
+    """A numeric probe field written as a string (`lr: 5e-5` is one, to YAML 1.1) as its number."""
+    text = value.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise RegistryError(f"{where}: field `{key}` is {value!r}, which is not a number; write {kind}") from None
+    if not integer:
+        return number
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    if not number.is_integer():
+        raise RegistryError(f"{where}: field `{key}` is {value!r}, which is not a whole number; write an integer")
+    return int(number)
 
 
 def _parse_dataset(path: Path, name: str, entry: object) -> DatasetSpec:

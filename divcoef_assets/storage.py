@@ -21,6 +21,12 @@ DuckDB has a single writer per file, held for a connection's lifetime. The store
 a connection per operation and closes it at once; when another process holds the file, it retries
 with growing pauses up to `lock_timeout_s` (default 60 s) and then raises `StoreLockedError`.
 
+Connections are opened with DuckDB's extension auto-install and auto-load off, so a path that is
+not a DuckDB database (a SQLite file, a text file) never triggers a download: it raises
+`StoreFileError` naming the file. So does a 0-byte file at the database path (what a crash on a
+full disk can leave): it holds no data, and the error says to delete it; the store does not delete
+it itself, since a file it did not write is not its to remove.
+
 Every value reaches SQL as a parameter. The two identifiers that are formatted into SQL are
 checked first: view names against `[A-Za-z_][A-Za-z0-9_]*`, and the Parquet glob of a view, which
 DuckDB cannot take as a parameter in a view definition, is refused if it holds control characters
@@ -46,6 +52,8 @@ from typing import Any
 
 import duckdb
 
+from divcoef_assets.core.duckdb_files import NO_EXTENSION_AUTOLOAD, not_duckdb_reason
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_LOCK_TIMEOUT_S = 60.0
@@ -64,6 +72,10 @@ _OWN_RELATIONS = frozenset(
 
 class StoreLockedError(TimeoutError):
     """Another process kept the results database locked for longer than the store waits."""
+
+
+class StoreFileError(OSError):
+    """The file at the results database path is not a DuckDB database (or is empty)."""
 
 
 def _utcnow() -> datetime:
@@ -271,9 +283,10 @@ class ResultsStore:
         pause = 0.05
         while True:
             try:
-                return duckdb.connect(str(self.db_path), read_only=read_only)
+                return duckdb.connect(str(self.db_path), read_only=read_only, config=dict(NO_EXTENSION_AUTOLOAD))
             except duckdb.Error as exc:
                 if not _is_lock_conflict(exc):
+                    self._raise_if_not_duckdb(exc)
                     raise
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -285,6 +298,22 @@ class ResultsStore:
                 logger.info("results store %s is locked by another process; retrying", self.db_path)
                 time.sleep(min(pause * (0.5 + random.random()), remaining))
                 pause = min(pause * 2, 1.0)
+
+    def _raise_if_not_duckdb(self, exc: duckdb.Error) -> None:
+        """DuckDB refused the file: say what it is and what to do, when the file is not a database."""
+        reason = not_duckdb_reason(self.db_path)
+        if reason is None:
+            return
+        if reason.startswith("empty"):
+            raise StoreFileError(
+                f"results store {self.db_path} is an empty (0-byte) file, not a DuckDB database; it holds no "
+                "data (a crash while the disk was full can leave one behind): delete it and run again, and the "
+                "store creates a fresh database"
+            ) from exc
+        raise StoreFileError(
+            f"results store {self.db_path} is {reason}, not a DuckDB database; point the store at a DuckDB "
+            "file (or a path that does not exist yet) or move this file away"
+        ) from exc
 
     @contextmanager
     def _connection(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

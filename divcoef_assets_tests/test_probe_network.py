@@ -26,7 +26,7 @@ def test_pretrained_probe_is_built_once_and_used_by_the_audit(tmp_path):
         "probes": {"mini": {
             "pretrain": {"corpus": ["a"], "n_layer": 1, "n_embd": 8, "n_head": 2, "n_positions": 16,
                          "block_len": 16, "batch_size": 4, "steps": 6, "warmup_steps": 2, "seed": 0},
-            "seq_len": 16, "batch_size": 8, "n_batches": 2, "epochs": 1, "fisher": "mc_head_exact",
+            "seq_len": 16, "batch_size": 8, "n_batches": 3, "epochs": 1, "fisher": "mc_head_exact",
             "noise_repeats": 2, "noise_batches": 1,
         }},
         "datasets": {"a": {"source": "files", "path": "a.jsonl"}},

@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,7 +24,16 @@ FisherEstimator = Literal["mc", "mc_head_exact"]
 ProbeInit = Literal["pretrained", "random"]
 FinetuneMode = Literal["full", "cached_body"]
 Precision = Literal["fp32", "bf16"]
-Device = str  # "cpu", "cuda", "cuda:1", "auto"
+Device = str  # "cpu", "auto", "cuda", "cuda:N" or "mps"
+
+DEVICE_FORMS: tuple[str, ...] = ("cpu", "auto", "cuda", "cuda:N", "mps")
+_DEVICE = re.compile(r"cpu|auto|cuda|cuda:\d+|mps")
+# Below this many tokens per sequence the probe's Fisher is degenerate: a handful of positions per
+# sequence give a few gradient terms, so embeddings are dominated by noise (and the first position
+# has no context at all).
+MIN_SEQ_LEN = 8
+# A jackknife interval leaves one batch out at a time: with fewer than 3 batches there is no spread.
+MIN_N_BATCHES = 3
 
 FISHER_ESTIMATORS: tuple[str, ...] = ("mc", "mc_head_exact")
 FINETUNE_MODES: tuple[str, ...] = ("full", "cached_body")
@@ -36,6 +47,20 @@ _LATER_FIELDS_DEFAULTS: dict[str, Any] = {"finetune": "full", "precision": "fp32
 # hence of every cache key: bump it whenever a change to core/task2vec.py (or what it calls)
 # changes an embedding's value, so no stale embedding is ever reused.
 ENGINE_VERSION = "2"  # 2: closed-form head rows only where absent from the input
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_non_negative(value: object) -> bool:
+    """A real number (bools excluded) that is neither NaN nor infinite and not below 0."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (isinstance(value, int) or math.isfinite(value))
+        and value >= 0
+    )
 
 
 @dataclass(frozen=True)
@@ -96,8 +121,20 @@ class ProbeConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 problems.append(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.target_half_width, (int, float)) or self.target_half_width < 0:
-            problems.append(f"target_half_width must be a non-negative number, got {self.target_half_width!r}")
+        if _is_int(self.seq_len) and 0 < self.seq_len < MIN_SEQ_LEN:
+            problems.append(
+                f"seq_len must be at least {MIN_SEQ_LEN}, got {self.seq_len}: fewer tokens per sequence give a "
+                "degenerate Fisher (a few positions, most of them without context); raise seq_len"
+            )
+        if _is_int(self.n_batches) and 0 < self.n_batches < MIN_N_BATCHES:
+            problems.append(
+                f"n_batches must be at least {MIN_N_BATCHES}, got {self.n_batches}: the jackknife interval "
+                "leaves one batch out at a time and needs at least 3 batches; raise n_batches"
+            )
+        if not _is_finite_non_negative(self.target_half_width):
+            problems.append(
+                f"target_half_width must be a finite non-negative number, got {self.target_half_width!r}"
+            )
         if not isinstance(self.min_batches, int) or self.min_batches < 3:
             problems.append(f"min_batches must be an integer >= 3 (a jackknife needs batches to leave out), got {self.min_batches!r}")
         for name in ("epochs", "noise_repeats", "noise_batches", "seed"):
@@ -124,8 +161,12 @@ class ProbeConfig:
             problems.append("reference_compat reproduces the official code: use finetune='full' and precision='fp32'")
         for name in ("lr", "adam_eps", "weight_decay"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                problems.append(f"{name} must be a non-negative number, got {value!r}")
+            if not _is_finite_non_negative(value):
+                problems.append(f"{name} must be a finite non-negative number, got {value!r}")
+        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
+            problems.append(
+                f"device must be one of {', '.join(DEVICE_FORMS)} (N a GPU index such as cuda:1), got {self.device!r}"
+            )
         if not self.model:
             problems.append("model must name a hub id or a local folder")
         if problems:

@@ -56,6 +56,18 @@ class EmptySnapshotError(ValueError):
     """A source yielded no usable document: there is nothing to measure."""
 
 
+class CorruptSnapshotError(ValueError):
+    """A snapshot file cannot be read (truncated, overwritten, not Parquet); re-materialize it."""
+
+
+def _unreadable(path: Path, exc: BaseException) -> CorruptSnapshotError:
+    detail = " ".join(str(exc).split())
+    return CorruptSnapshotError(
+        f"snapshot {path} cannot be read: it is truncated or corrupt ({type(exc).__name__}: {detail}); "
+        "re-materialize the dataset_snapshot asset for this dataset to write it again"
+    )
+
+
 class MixtureSamplingError(NotEnoughTextsError):
     """A mixture component has fewer usable rows than its share of one batch."""
 
@@ -227,7 +239,12 @@ def write_snapshot(
 def snapshot_info(path: str | Path) -> SnapshotInfo:
     """Read a snapshot's fingerprint and counts back from its Parquet footer."""
     path = Path(path)
-    metadata = pq.read_metadata(path).metadata or {}
+    try:
+        metadata = pq.read_metadata(path).metadata or {}
+    except (pa.ArrowException, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise _unreadable(path, exc) from exc
     if _META_KEY not in metadata:
         raise ValueError(
             f"{path} is not a snapshot written by write_snapshot (no {_META_KEY.decode()} footer)"
@@ -248,12 +265,22 @@ def read_texts(path: str | Path, doc_indices: Sequence[int] | np.ndarray) -> lis
     """The texts of rows `doc_indices`, in the order requested (repeats allowed).
 
     Only the row groups that hold a requested row are read, one at a time, and only their `text`
-    column: a batch of 512 from a large snapshot touches at most 512 row groups.
+    column: a batch of 512 from a large snapshot touches at most 512 row groups. A file that cannot
+    be read raises `CorruptSnapshotError` naming it.
     """
     path = Path(path)
     wanted = np.asarray(doc_indices, dtype=np.int64).reshape(-1)
     if wanted.size == 0:
         return []
+    try:
+        return _read_texts(path, wanted)
+    except (pa.ArrowException, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise _unreadable(path, exc) from exc
+
+
+def _read_texts(path: Path, wanted: np.ndarray) -> list[str]:
     with pq.ParquetFile(path) as parquet:
         metadata = parquet.metadata
         n_rows = metadata.num_rows
@@ -276,8 +303,16 @@ def read_texts(path: str | Path, doc_indices: Sequence[int] | np.ndarray) -> lis
 
 
 def source_index(path: str | Path) -> np.ndarray:
-    """The `source` of every row, as an array of str aligned with doc_index."""
-    table = pq.read_table(Path(path), columns=["source"])
+    """The `source` of every row, as an array of str aligned with doc_index.
+
+    A file that cannot be read raises `CorruptSnapshotError` naming it."""
+    path = Path(path)
+    try:
+        table = pq.read_table(path, columns=["source"])
+    except (pa.ArrowException, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise _unreadable(path, exc) from exc
     return np.asarray(table.column("source").to_pylist(), dtype=object)
 
 

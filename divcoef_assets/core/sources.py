@@ -47,6 +47,9 @@ TEXT_SPLITS: tuple[str, ...] = ("lines", "paragraphs")
 SYNTHETIC_KINDS: tuple[str, ...] = ("lower_bound", "upper_bound", "ginc")
 MIXTURE_MODES: tuple[str, ...] = ("interleave", "concat")
 SOURCE_TYPES: tuple[str, ...] = ("files", "huggingface", "duckdb", "synthetic", "mixture")
+# Mixture weights are relative; a bound keeps their ratios, and the shares computed from them, exact
+# in float64 and turns a typo'd exponent (1e60) into an error rather than a one-component mixture.
+MAX_MIXTURE_WEIGHT = 1e6
 
 _SUFFIX_FORMATS: dict[str, str] = {
     ".jsonl": "jsonl",
@@ -296,13 +299,14 @@ class MixtureSource:
             f"weights must have one number per component: "
             f"{len(self.components)} components, {len(self.weights)} weights",
         )
-        for weight in self.weights:
+        for component, weight in zip(self.components, self.weights):
             _require(
                 isinstance(weight, (int, float))
                 and not isinstance(weight, bool)
-                and math.isfinite(weight)
-                and weight > 0,
-                f"weights must be positive finite numbers, got {weight!r}",
+                and (isinstance(weight, int) or math.isfinite(weight))
+                and 0 < weight <= MAX_MIXTURE_WEIGHT,
+                f"weight {weight!r} of component {component!r} is invalid: weights must be positive finite "
+                f"numbers, > 0 and <= {MAX_MIXTURE_WEIGHT:g} (only their ratios matter: scale them down)",
             )
         _require(
             self.mode in MIXTURE_MODES, f"mode must be one of {', '.join(MIXTURE_MODES)}, got {self.mode!r}"
@@ -666,10 +670,14 @@ def _iter_parquet(path: Path, spec: FilesSource) -> Iterator[str]:
                 f"{path}: no column {spec.text_column!r}; the file has {schema.names}; set text_column to one of them"
             )
         column_type = schema.field(spec.text_column).type
+        # A dictionary-encoded column (a pandas Categorical written with pyarrow) holds strings too:
+        # its batches are decoded to plain strings below.
+        dictionary = pa.types.is_dictionary(column_type)
+        value_type = column_type.value_type if dictionary else column_type
         if not (
-            pa.types.is_string(column_type)
-            or pa.types.is_large_string(column_type)
-            or pa.types.is_string_view(column_type)
+            pa.types.is_string(value_type)
+            or pa.types.is_large_string(value_type)
+            or pa.types.is_string_view(value_type)
         ):
             raise SourceDataError(
                 f"{path}, row 1: column {spec.text_column!r} holds {column_type} values, not strings; "
@@ -678,7 +686,10 @@ def _iter_parquet(path: Path, spec: FilesSource) -> Iterator[str]:
         row = 0
         try:
             for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=[spec.text_column]):
-                for value in batch.column(0).to_pylist():
+                column = batch.column(0)
+                if pa.types.is_dictionary(column.type):
+                    column = column.dictionary_decode()
+                for value in column.to_pylist():
                     row += 1
                     yield _check_text(value, f"{path}, row {row}")
         except (pa.ArrowException, OSError) as exc:
@@ -757,6 +768,8 @@ def _iter_hub(spec: HuggingFaceSource) -> Iterator[str]:
 def _iter_duckdb(spec: DuckDBSource, base: Path) -> Iterator[str]:
     import duckdb
 
+    from divcoef_assets.core.duckdb_files import NO_EXTENSION_AUTOLOAD, not_duckdb_reason
+
     database = _resolve(spec.database, base)
     if not database.is_file():
         raise SourceNotFoundError(
@@ -765,8 +778,17 @@ def _iter_duckdb(spec: DuckDBSource, base: Path) -> Iterator[str]:
         )
     try:
         # Read-only and without file-system access: the query can read the database and nothing else.
-        connection = duckdb.connect(str(database), read_only=True, config={"enable_external_access": False})
+        # Extension auto-install/auto-load are off: a SQLite file must not make DuckDB download a scanner.
+        connection = duckdb.connect(
+            str(database), read_only=True, config={"enable_external_access": False, **NO_EXTENSION_AUTOLOAD}
+        )
     except duckdb.Error as exc:
+        reason = not_duckdb_reason(database)
+        if reason is not None:
+            raise SourceDataError(
+                f"{database}: is {reason}, not a DuckDB database; point `database` at a DuckDB file "
+                "(a duckdb source reads DuckDB databases only)"
+            ) from None
         raise SourceDataError(f"{database}: cannot open the DuckDB database read-only ({exc})") from None
     try:
         try:

@@ -25,7 +25,7 @@ def _batch(n, T, vocab, eos, seed=0, min_len=3):
 
 
 def _config(folder, **kw):
-    base = dict(name="tiny", model=str(folder), init="pretrained", seq_len=32, batch_size=16, n_batches=2, epochs=1)
+    base = dict(name="tiny", model=str(folder), init="pretrained", seq_len=32, batch_size=16, n_batches=3, epochs=1)
     base.update(kw)
     return ProbeConfig(**base)
 

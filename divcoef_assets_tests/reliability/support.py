@@ -20,7 +20,7 @@ WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "
 def tiny_probe(model_dir: str | Path, **overrides: Any) -> dict[str, Any]:
     """A probe entry that embeds a batch in well under a second."""
     entry = {
-        "model": str(model_dir), "init": "pretrained", "seq_len": 8, "batch_size": 4, "n_batches": 2,
+        "model": str(model_dir), "init": "pretrained", "seq_len": 8, "batch_size": 4, "n_batches": 3,
         "epochs": 1, "loader_batch_size": 4, "noise_repeats": 0,
     }
     entry.update(overrides)

@@ -137,7 +137,7 @@ def test_enormous_single_document_is_truncated(tmp_path, small_probe_dir):
     with open(path, "a") as fh:
         fh.write(json.dumps({"text": "many words again " * (20 * 1024 * 1024 // 17)}) + "\n")
     registry = write_registry(tmp_path, {"big": {"source": "files", "path": "big.jsonl"}},
-                              {"tiny": tiny_probe(small_probe_dir, batch_size=8, n_batches=2)})
+                              {"tiny": tiny_probe(small_probe_dir, batch_size=8, n_batches=3)})
     started = time.perf_counter()
     result = run_audit(tmp_path, registry, "big")
     assert result.success
