@@ -1,0 +1,76 @@
+"""The one atomic-write helper: write to a temporary name beside the target, then rename.
+
+A reader (or a re-run after SIGKILL) therefore finds either the whole new file or the old one,
+never a torn file. Temporary names start with `.tmp-`; `sweep_temporaries` removes the ones a
+killed process left behind, once they are older than a grace period (a live writer's file is
+younger).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+TMP_PREFIX = ".tmp-"
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is renamed onto `path`, on any
+    error (or interrupt) it is removed and `path` is untouched."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=target.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=target.suffix, dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if directory and target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call `write(tmp)` and move the result onto `path` atomically; returns `path`."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def sweep_temporaries(root: str | os.PathLike, *, older_than_s: float = 3600.0) -> int:
+    """Delete `.tmp-*` files and folders under `root` older than `older_than_s`; returns the count."""
+    root = Path(root)
+    if not root.exists():
+        return 0
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for tmp in sorted(root.rglob(f"{TMP_PREFIX}*"), key=lambda p: len(p.parts), reverse=True):
+        try:
+            if tmp.lstat().st_mtime >= cutoff:
+                continue
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
