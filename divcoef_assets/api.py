@@ -1,46 +1,40 @@
 """The Python API: a text dataset's diversity coefficient without Dagster.
 
     >>> from divcoef_assets.api import diversity_coefficient
-    >>> result = diversity_coefficient(texts, probe="tiny-random", batch_size=64, n_batches=10)
+    >>> result = diversity_coefficient(texts, probe="local-gpt2", n_batches=10)
     >>> result.value, result.estimate.ci_low, result.estimate.ci_high, result.noise.value
 
-`probe` is a `ProbeConfig`, the name of a probe in the registry (`data/registry.yaml`), or a
-model (hub id or local folder, loaded pretrained). Keyword overrides (`batch_size`,
-`n_batches`, `epochs`, `seq_len`, `seed`, `fisher`, `device`, ...) replace fields of the probe
-config. Every embedding is cached under `cache_dir` (default: `$DIVCOEF_CACHE` or
-`~/.cache/divcoef_assets`), so asking again, or for more batches, computes only what is new.
+`probe` is a `ProbeConfig`, the name of a probe in the registry (`data/registry.yaml`; a probe
+pretrained here must have been built first, e.g. by `divcoef audit`), or a model (hub id or
+local folder, loaded pretrained). Keyword overrides (`batch_size`, `n_batches`, `epochs`,
+`seq_len`, `seed`, `fisher`, `device`, ...) replace fields of the probe config.
+
+The API runs the same audit chain as the Dagster assets (`pipeline.audit_partition`): the texts
+are staged as a one-dataset registry in a temporary folder, snapshotted, batched, embedded,
+compared and summarized. Embeddings go to the content-addressed cache (`cache_dir`, default
+`$DIVCOEF_CACHE` or the project's cache, shared with the audits), so asking again, or for more
+batches, computes only what is new.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from divcoef_assets.core.audit import (
-    CrossResult,
-    DiversityResult,
-    ProgressCallback,
-    audit_embeddings,
-    cross_summarize,
-    summarize,
-)
-from divcoef_assets.core.cache import EmbeddingCache
+from divcoef_assets import paths, pipeline
+from divcoef_assets.core.audit import CrossResult, DiversityResult, ProgressCallback, cross_summarize
 from divcoef_assets.core.config import ProbeConfig
-from divcoef_assets.core.probe import load_probe_for
-from divcoef_assets.core.sampling import NotEnoughTextsError, batch_indices
-from divcoef_assets.core.tokenize import TextTokenizer, encode_fixed, load_tokenizer, tokens_batch, usable_texts
+from divcoef_assets.core.sources import DatasetSpec, FilesSource, parse_source
+from divcoef_assets.core.tokenize import load_tokenizer
+from divcoef_assets.registry import Registry
 
 log = logging.getLogger(__name__)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("DIVCOEF_CACHE") or Path.home() / ".cache" / "divcoef_assets")
 
 
 def resolve_probe(probe: ProbeConfig | str | None, **overrides) -> ProbeConfig:
@@ -83,94 +77,70 @@ def _safe_name(model: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(model).name.lower())[:63] or "probe"
 
 
-def texts_fingerprint(texts: Sequence[str]) -> str:
-    """Content fingerprint of an ordered list of texts (length-framed, so unambiguous)."""
-    h = hashlib.sha256()
-    for text in texts:
-        data = text.encode("utf-8", "surrogatepass")
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()[:16]
+def _runnable(config: ProbeConfig) -> ProbeConfig:
+    """A probe pretrained here, replaced by the folder the audit built it in."""
+    if config.model.startswith(pipeline.PRETRAIN_PREFIX):
+        return pipeline.resolve_model(config, pipeline.Layout(paths.artifacts_dir()))
+    return config
 
 
-def tokens_fingerprint(tokens: np.ndarray) -> str:
-    arr = np.ascontiguousarray(tokens, dtype=np.int64)
-    return hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()[:16]
+def _stage_texts(folder: Path, name: str, texts: Iterable[str]) -> DatasetSpec:
+    path = folder / f"{name}.jsonl"
+    with open(path, "w", encoding="utf-8") as fh:
+        for text in texts:
+            fh.write(json.dumps({"text": text}) + "\n")
+    return DatasetSpec(name=name, source=FilesSource(path=str(path), format="jsonl"), description="texts given to the API")
 
 
-@dataclass(frozen=True)
-class PreparedDataset:
-    """What the engine needs from a dataset: a fingerprint and batch i on demand."""
-
-    fingerprint: str
-    n_items: int
-    texts: Sequence[str] | None = None
-    tokens: np.ndarray | None = None
-    tokenizer: TextTokenizer | None = None
-    name: str = "dataset"
-
-    def batch(self, config: ProbeConfig, index: int):
-        rows = batch_indices(self.n_items, config.batch_size, index, config.seed)
-        if self.tokens is not None:
-            return tokens_batch(self.tokens[rows, : config.seq_len], pad_id=self.tokenizer.pad_id if self.tokenizer else 0)
-        return encode_fixed(self.tokenizer, [self.texts[i] for i in rows], seq_len=config.seq_len)
+def _registry(folder: Path, config: ProbeConfig, datasets: dict[str, DatasetSpec]) -> Registry:
+    return Registry(path=folder / "registry.yaml", datasets=datasets, probes={config.name: config}, default_probe=config.name)
 
 
-def prepare_texts(texts: Iterable[str], config: ProbeConfig, name: str = "dataset") -> PreparedDataset:
-    kept = usable_texts(texts)
-    if len(kept) < config.batch_size:
-        raise NotEnoughTextsError(
-            f"{name}: {len(kept)} usable (non-empty) texts, but one batch needs batch_size={config.batch_size}; "
-            "lower batch_size or add data"
-        )
-    tokenizer = load_tokenizer(config.tokenizer)
-    return PreparedDataset(texts_fingerprint(kept), len(kept), texts=kept, tokenizer=tokenizer, name=name)
-
-
-def prepare_tokens(tokens: np.ndarray, config: ProbeConfig, name: str = "dataset") -> PreparedDataset:
-    tokens = np.asarray(tokens)
-    if tokens.ndim != 2 or tokens.shape[1] < config.seq_len:
-        raise ValueError(f"{name}: token array must be [n, >= seq_len={config.seq_len}], got shape {tokens.shape}")
-    if tokens.shape[0] < config.batch_size:
-        raise NotEnoughTextsError(f"{name}: {tokens.shape[0]} sequences, but one batch needs batch_size={config.batch_size}")
-    tokenizer = load_tokenizer(config.tokenizer)
-    return PreparedDataset(tokens_fingerprint(tokens), tokens.shape[0], tokens=tokens, tokenizer=tokenizer, name=name)
-
-
-def audit_prepared(
-    data: PreparedDataset,
-    config: ProbeConfig,
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    progress: ProgressCallback | None = None,
-    probe_loader=None,
-) -> DiversityResult:
-    cache = EmbeddingCache(cache_dir or default_cache_dir())
-    common = dict(data_fingerprint=data.fingerprint, cache=cache, progress=progress, label=data.name)
-    loader = probe_loader or (lambda: load_probe_for(config, data.tokenizer))
-    rows = audit_embeddings(config, lambda i: data.batch(config, i), loader, **common)
-    return summarize(config, rows, data.fingerprint)
+def _padding_mask(tokens: np.ndarray, pad_id: int) -> np.ndarray:
+    """1 for real tokens, 0 for the trailing run of pad ids of each row (right padding)."""
+    real = tokens != pad_id
+    last_real = np.where(real.any(axis=1), tokens.shape[1] - np.argmax(real[:, ::-1], axis=1), 0)
+    return (np.arange(tokens.shape[1])[None, :] < last_real[:, None]).astype(np.int64)
 
 
 def diversity_coefficient(
     texts: Iterable[str] | None = None,
     *,
     tokens: np.ndarray | None = None,
+    attention_mask: np.ndarray | None = None,
     probe: ProbeConfig | str | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
+    name: str = "dataset",
     **overrides,
 ) -> DiversityResult:
-    """Task2Vec diversity coefficient of `texts` (or of pre-tokenized `tokens` [n, seq_len]).
+    """Task2Vec diversity coefficient of `texts`, or of pre-tokenized `tokens` [n, >= seq_len].
 
-    Returns a `DiversityResult`: `.value`, `.estimate` (standard error and 95% interval from a
-    jackknife over batches), `.noise` (noise floor) and `.noise_corrected`.
+    For `tokens`, `attention_mask` marks real tokens (1) and padding (0); without it, each row's
+    trailing run of the tokenizer's pad id is padding. Returns a `DiversityResult`: `.value`,
+    `.estimate` (standard error and 95% interval from a jackknife over batches), `.noise` (noise
+    floor) and `.noise_corrected`.
     """
-    config = resolve_probe(probe, **overrides)
     if (texts is None) == (tokens is None):
         raise ValueError("give exactly one of texts= or tokens=")
-    data = prepare_texts(texts, config) if tokens is None else prepare_tokens(tokens, config)
-    return audit_prepared(data, config, cache_dir=cache_dir, progress=progress)
+    config = _runnable(resolve_probe(probe, **overrides))
+    with tempfile.TemporaryDirectory(prefix="divcoef-api-") as tmp:
+        folder = Path(tmp)
+        layout = pipeline.Layout(folder / "artifacts", cache_root=paths.cache_dir(cache_dir))
+        if tokens is None:
+            registry = _registry(folder, config, {name: _stage_texts(folder, name, texts)})
+            return pipeline.audit_partition(registry, name, config.name, layout, progress=progress).result
+        ids = np.asarray(tokens)
+        if ids.ndim != 2:
+            raise ValueError(f"tokens must be a 2-D [n, seq_len] array of token ids, got shape {ids.shape}")
+        mask = _padding_mask(ids, load_tokenizer(config.tokenizer).pad_id) if attention_mask is None else np.asarray(attention_mask)
+        if mask.shape != ids.shape:
+            raise ValueError(f"attention_mask {mask.shape} must have the shape of tokens {ids.shape}")
+        spec = DatasetSpec(name=name, source=parse_source("synthetic", {"kind": "upper_bound", "n_sequences": int(ids.shape[0])}),
+                           description="token ids given to the API")
+        registry = _registry(folder, config, {name: spec})
+        snap = pipeline.token_snapshot(registry, name, ids, mask, layout)
+        return pipeline.audit_partition(registry, name, config.name, layout, snap=snap, progress=progress).result
 
 
 def cross_diversity_coefficient(
@@ -185,6 +155,6 @@ def cross_diversity_coefficient(
     """Cross-diversity of two datasets (mean distance between a batch of A and a batch of B),
     returned with the diversity of each (their embeddings are shared, computed once)."""
     config = resolve_probe(probe, **overrides)
-    a = audit_prepared(prepare_texts(texts_a, config, "a"), config, cache_dir=cache_dir, progress=progress)
-    b = audit_prepared(prepare_texts(texts_b, config, "b"), config, cache_dir=cache_dir, progress=progress)
+    a = diversity_coefficient(texts_a, probe=config, cache_dir=cache_dir, progress=progress, name="a")
+    b = diversity_coefficient(texts_b, probe=config, cache_dir=cache_dir, progress=progress, name="b")
     return cross_summarize(config, a.embeddings, b.embeddings), a, b

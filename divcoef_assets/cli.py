@@ -40,7 +40,7 @@ def _add_probe_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--reference-compat", action="store_true", default=None, help="reproduce the official code's quirks")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="cpu, cuda, cuda:N or auto")
-    g.add_argument("--cache-dir", help="embedding cache (default $DIVCOEF_CACHE or ~/.cache/divcoef_assets)")
+    g.add_argument("--cache-dir", help="embedding cache (default $DIVCOEF_CACHE or data/artifacts/cache/embeddings)")
     g.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dagster-home", help="Dagster instance folder (default data/dagster_home)")
     p.add_argument("--datasets", nargs="*", help="only these registered datasets (at least one; omit the flag for all)")
     p.add_argument("--probe", help="a probe registered in the registry (default: the registry's default probe)")
-    p.add_argument("--cache-dir", help="embedding cache folder (accepted; the audit does not use it yet)")
+    p.add_argument("--cache-dir", help="embedding cache (default $DIVCOEF_CACHE or data/artifacts/cache/embeddings)")
     return parser
 
 
@@ -123,11 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                     "--datasets was given without a dataset: name at least one registered dataset, "
                     "or drop the flag to audit them all"
                 )
-            if args.cache_dir is not None:
-                log.warning("--cache-dir is not used by `divcoef audit` yet; the audit caches under its data folder")
             from divcoef_assets.default_audit import run_default_audit
 
-            return run_default_audit(dagster_home=args.dagster_home, datasets=args.datasets, probe=args.probe)
+            return run_default_audit(dagster_home=args.dagster_home, datasets=args.datasets, probe=args.probe, cache_dir=args.cache_dir or "")
         from divcoef_assets.api import cross_diversity_coefficient, diversity_coefficient
 
         common = dict(probe=args.probe, cache_dir=args.cache_dir, progress=_progress, **_overrides(args))

@@ -2,15 +2,16 @@
 
     dagster dev -h 127.0.0.1          # UI on localhost only
     dagster definitions validate
-    dagster asset materialize --select '*' --partition 'bible|tiny-random' -m divcoef_assets.definitions
+    dagster asset materialize --select '*' --partition 'bible|local-gpt2' -m divcoef_assets.definitions
 
-Paths come from the environment (`DIVCOEF_REGISTRY`, `DIVCOEF_DATA_DIR`, `DIVCOEF_DB`) or default
-to `data/registry.yaml`, `data/` and `data/divcoef.duckdb`.
+Paths are fields of `DivcoefResource`; left empty they come from the environment when a run
+starts (`DIVCOEF_REGISTRY`, `DIVCOEF_DATA_DIR`, `DIVCOEF_CACHE`, `DIVCOEF_DB`, see `paths`) or
+default to `data/registry.yaml`, `data/`, `data/artifacts/cache/embeddings` and
+`data/divcoef.duckdb`. Nothing is read from the environment when this module is imported.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +22,7 @@ from divcoef_assets.assets.distances import distance_matrix
 from divcoef_assets.assets.embeddings import task2vec_embeddings
 from divcoef_assets.assets.probe import probe_network
 from divcoef_assets.assets.snapshots import dataset_snapshot
-from divcoef_assets.io import JsonRecordIOManager
+from divcoef_assets.io import RecordIOManager
 from divcoef_assets.jobs import audit_job, cross_job, probe_job
 from divcoef_assets.resources import DivcoefResource
 from divcoef_assets.schedules import weekly_reaudit
@@ -30,20 +31,16 @@ from divcoef_assets.sensors import registry_sensor
 ASSETS = [probe_network, dataset_snapshot, token_batches, task2vec_embeddings, distance_matrix, diversity_coefficient, cross_diversity]
 
 
-def build_definitions(*, registry_path: str = "", data_dir: str = "", db_path: str = "") -> dg.Definitions:
-    divcoef = DivcoefResource(registry_path=registry_path, data_dir=data_dir, db_path=db_path)
-    records = Path(divcoef.root()) / "records"
+def build_definitions(*, registry_path: str = "", data_dir: str = "", db_path: str = "", cache_dir: str = "") -> dg.Definitions:
+    divcoef = DivcoefResource(registry_path=registry_path, data_dir=data_dir, db_path=db_path, cache_dir=cache_dir)
+    records = str(Path(data_dir).resolve() / "records") if data_dir else ""  # empty: <data dir>/records at run time
     return dg.Definitions(
         assets=ASSETS,
         jobs=[probe_job, audit_job, cross_job],
         sensors=[registry_sensor],
         schedules=[weekly_reaudit],
-        resources={"divcoef": divcoef, "io_manager": JsonRecordIOManager(base_dir=str(records))},
+        resources={"divcoef": divcoef, "io_manager": RecordIOManager(base_dir=records)},
     )
 
 
-defs = build_definitions(
-    registry_path=os.environ.get("DIVCOEF_REGISTRY", ""),
-    data_dir=os.environ.get("DIVCOEF_DATA_DIR", ""),
-    db_path=os.environ.get("DIVCOEF_DB", ""),
-)
+defs = build_definitions()

@@ -1,61 +1,82 @@
-"""The audit's steps as plain functions over files: what each Dagster asset calls.
+"""The audit chain: the one sequence of steps that the assets, the API, the CLI and the studies run.
 
-Each step reads its input artifact, writes its output atomically (temporary file, then rename)
-and returns a small JSON-able record (paths, fingerprints, counts) that the asset passes on and
-shows as metadata. Heavy arrays stay in Parquet under `Layout.root`:
+    snapshot -> token_batches -> embeddings -> distance_matrix -> coefficient      (per dataset)
+    probe_network                                                                    (per probe)
+    cross                                                                            (per probe)
+
+Each step reads its input artifact, writes its output atomically (`core.atomic`) and returns a
+typed record (`records`). Heavy arrays stay in Parquet under `Layout.root`:
 
     snapshots/<dataset>/<snapshot fp>.parquet          texts (or <fp>.json for synthetic specs)
-    token_batches/<probe>/<dataset>/<snapshot fp>-<probe fp>.parquet
+    token_batches/<dataset>/<sampling fp>.parquet      one row per sequence
     embeddings/probe=<probe>/dataset=<dataset>/part.parquet        one row per embedding
     distances/probe=<probe>/dataset=<dataset>/part.parquet         long format (i, j, distance)
     cross/probe=<probe>/part.parquet                               long format, every dataset pair
-    cache/embeddings/...                                           per-batch cache (core.cache)
+    cache/embeddings/<key[:2]>/<key>.safetensors                   per-batch cache (core.cache)
     probes/<pretrain fp>/                                          probes pretrained here
 
-Snapshots are content-addressed, so one file serves every probe. No Dagster imports here.
+Two rules keep every recorded number equal to a clean recomputation, whatever the user
+re-materializes or edits in between:
+
+- embeddings are cached under keys made from their content (`core.audit.embedding_key`), never
+  from names or partition keys;
+- every record carries the `settings_fingerprint` of the probe settings it was made with, and
+  each step refuses an upstream record made with other settings (`StaleUpstreamError`), naming
+  the step to re-materialize. What is recorded is therefore what was computed.
+
+No Dagster imports here.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from divcoef_assets.core.audit import (
-    ProgressCallback,
-    audit_embeddings,
-    cross_summarize,
-    noise_from_rows,
-)
+from divcoef_assets.core.atomic import TMP_PREFIX, write_atomic
+from divcoef_assets.core.audit import DiversityResult, ProgressCallback, audit_embeddings, cross_summarize, summarize
 from divcoef_assets.core.cache import BatchEmbedding, EmbeddingCache
-from divcoef_assets.core.coefficient import diversity_from_matrix
 from divcoef_assets.core.config import ProbeConfig
 from divcoef_assets.core.distance import pdist
-from divcoef_assets.core.probe import Probe, load_probe_for
+from divcoef_assets.core.fingerprint import array_digest, digest, texts_digest
+from divcoef_assets.core.probe import Probe, load_probe_for, probe_identity, weights_fingerprint
 from divcoef_assets.core.sampling import NotEnoughTextsError, batch_indices
-from divcoef_assets.core.snapshot import (
-    mixture_batch_indices,
-    read_texts,
-    source_index,
-    synthetic_snapshot,
-    write_snapshot,
-)
-from divcoef_assets.core.sources import MixtureSource, SourceError, SyntheticSource
+from divcoef_assets.core.snapshot import mixture_batch_indices, read_texts, source_index, synthetic_snapshot, write_snapshot
+from divcoef_assets.core.sources import MixtureSource, SourceError, SyntheticSource, source_version
 from divcoef_assets.core.synthetic import default_token_ids, ginc_tokens, lower_bound_tokens, upper_bound_tokens
 from divcoef_assets.core.tokenize import TextTokenizer, TokenBatch, encode_fixed, load_tokenizer
 from divcoef_assets.keys import validate_key
+from divcoef_assets.records import (
+    CrossRecord,
+    DistancesRecord,
+    EmbeddingsRecord,
+    ProbeRecord,
+    SnapshotRecord,
+    TokenBatchesRecord,
+)
 from divcoef_assets.registry import Registry
+from divcoef_assets.storage import CoefficientRecord, CrossCoefficientRecord, ResultsStore
 
 log = logging.getLogger(__name__)
+
+PRETRAIN_PREFIX = "pretrain:"
+SNAPSHOT_ATTEMPTS = 2
+
+
+class StaleUpstreamError(RuntimeError):
+    """An upstream artifact was made with other settings than the registry now holds."""
+
+
+class SourceChangedError(RuntimeError):
+    """The source changed while it was being read, on every attempt."""
 
 
 @dataclass(frozen=True)
@@ -63,12 +84,13 @@ class Layout:
     """Where artifacts live under one root folder (keys validated: they become paths)."""
 
     root: Path
+    cache_root: Path | None = None  # default: <root>/cache/embeddings
 
     def snapshot_dir(self, dataset: str) -> Path:
         return self.root / "snapshots" / validate_key(dataset, "dataset")
 
-    def token_batches(self, dataset: str, probe: str, snapshot_fp: str, probe_fp: str) -> Path:
-        return self.root / "token_batches" / validate_key(probe, "probe") / validate_key(dataset, "dataset") / f"{snapshot_fp}-{probe_fp}.parquet"
+    def token_batches(self, dataset: str, sampling_fp: str) -> Path:
+        return self.root / "token_batches" / validate_key(dataset, "dataset") / f"{sampling_fp}.parquet"
 
     def embeddings(self, dataset: str, probe: str) -> Path:
         return self.root / "embeddings" / f"probe={validate_key(probe, 'probe')}" / f"dataset={validate_key(dataset, 'dataset')}" / "part.parquet"
@@ -79,152 +101,154 @@ class Layout:
     def cross(self, probe: str) -> Path:
         return self.root / "cross" / f"probe={validate_key(probe, 'probe')}" / "part.parquet"
 
+    def probe_dir(self, pretrain_fp: str) -> Path:
+        return self.root / "probes" / pretrain_fp
+
     @property
     def cache(self) -> EmbeddingCache:
-        return EmbeddingCache(self.root / "cache" / "embeddings")
+        return EmbeddingCache(self.cache_root or self.root / "cache" / "embeddings")
+
+    def parquet_views(self) -> dict[str, list[Path]]:
+        """The files behind the DuckDB views `embeddings` and `distances`."""
+        return {name: sorted((self.root / name).glob("probe=*/dataset=*/part.parquet")) for name in ("embeddings", "distances")}
 
 
-def write_table_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_table_atomic(table: pa.Table, path: Path) -> Path:
+    return write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def require_same_settings(upstream: str, upstream_fp: str, config: ProbeConfig, step: str) -> None:
+    """Refuse an upstream artifact made with other probe settings than `config`."""
+    if upstream_fp != config.settings_fingerprint():
+        raise StaleUpstreamError(
+            f"{upstream} was made with other settings of probe {config.name!r} than the registry now holds "
+            f"(settings {upstream_fp}, now {config.settings_fingerprint()}); re-materialize {upstream} and "
+            f"everything after it before {step}; nothing was written"
+        )
 
 
 # ----------------------------------------------------------------------------- snapshot
 
 
-def snapshot(registry: Registry, dataset: str, layout: Layout) -> dict[str, Any]:
-    """Stream the dataset into a content-addressed snapshot; returns its record."""
+def snapshot(registry: Registry, dataset: str, layout: Layout) -> SnapshotRecord:
+    """Stream the dataset into a content-addressed snapshot.
+
+    The source version is taken before reading and again after: if the source changed during
+    the read, the read is repeated (once), and a source that keeps changing fails with
+    `SourceChangedError`. The version recorded is the version of what was read.
+    """
     spec = registry.dataset(dataset)
     folder = layout.snapshot_dir(dataset)
-    folder.mkdir(parents=True, exist_ok=True)
-    if isinstance(spec.source, SyntheticSource):
-        pending = folder / f".pending-{uuid.uuid4().hex}.json"
-        info = synthetic_snapshot(spec.source, pending)
+    source = spec.source
+    common = dict(dataset=dataset, source_type=spec.source_type, description=spec.description,
+                  spec_fingerprint=digest(spec.to_dict()))
+    if isinstance(source, SyntheticSource):
+        info = synthetic_snapshot(source)
         final = folder / f"{info.fingerprint}.json"
-        os.replace(pending, final)
-        record = info.to_metadata()
-        record.update(path=str(final), synthetic=True)
-    else:
-        pending = folder / f".pending-{uuid.uuid4().hex}.parquet"
+        synthetic_snapshot(source, final)
+        return SnapshotRecord(path=str(final), fingerprint=info.fingerprint, content_fingerprint=info.fingerprint,
+                              n_documents=info.n_documents, synthetic=True, source_version=registry_source_version(registry, dataset), **common)
+    for attempt in range(1, SNAPSHOT_ATTEMPTS + 1):
+        before = registry_source_version(registry, dataset)
+        pending = folder / f"{TMP_PREFIX}snapshot-{uuid.uuid4().hex}.parquet"
         try:
             info = write_snapshot(registry.iter_dataset_texts(dataset), pending, name=f"dataset {dataset!r}")
+            if registry_source_version(registry, dataset) == before:
+                final = folder / f"{info.fingerprint}.parquet"
+                os.replace(pending, final)
+                break
         except SourceError as exc:
-            pending.unlink(missing_ok=True)
             # The reader names the file and line; say which dataset it belongs to.
             raise type(exc)(f"dataset {dataset!r}: {exc}") from exc
-        except BaseException:
+        finally:
             pending.unlink(missing_ok=True)
-            raise
-        final = folder / f"{info.fingerprint}.parquet"
-        os.replace(pending, final)
-        record = info.to_metadata()
-        record.update(path=str(final), synthetic=False)
-        if isinstance(spec.source, MixtureSource):
-            # Two mixtures of the same components hold the same texts but draw different batches
-            # (weights, mode): the fingerprint that keys batches and embeddings must say how.
-            record["content_fingerprint"] = info.fingerprint
-            record["fingerprint"] = _mixture_fingerprint(info.fingerprint, spec.source)
-    record.update(dataset=dataset, source_type=spec.source_type, description=spec.description,
-                  source_version=source_version(registry, dataset))
-    return record
+        log.warning("dataset %s: the source changed while it was read (attempt %d of %d)", dataset, attempt, SNAPSHOT_ATTEMPTS)
+    else:
+        raise SourceChangedError(
+            f"dataset {dataset!r}: the source changed while it was being read, {SNAPSHOT_ATTEMPTS} times; "
+            "materialize dataset_snapshot again once writers to it have finished; nothing was written"
+        )
+    weights: tuple[tuple[str, float], ...] = ()
+    mode = ""
+    fingerprint = info.fingerprint
+    if isinstance(source, MixtureSource):
+        # Two mixtures of the same components hold the same texts but draw different batches.
+        weights, mode = tuple(source.weight_map.items()), source.mode
+        fingerprint = digest({"content": info.fingerprint, "weights": source.weight_map, "mode": mode})
+    return SnapshotRecord(path=str(final), fingerprint=fingerprint, content_fingerprint=info.fingerprint,
+                          n_documents=info.n_documents, synthetic=False, source_version=before, n_chars=info.n_chars,
+                          source_counts=tuple(info.source_counts.items()), mixture_weights=weights, mixture_mode=mode, **common)
 
 
-def _mixture_fingerprint(content_fp: str, source: MixtureSource) -> str:
-    import hashlib
-    import json
-
-    payload = json.dumps({"content": content_fp, "weights": source.weight_map, "mode": source.mode}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def source_version(registry: Registry, dataset: str) -> str:
-    """A cheap identity of the dataset's source, for deciding whether to re-snapshot.
-
-    Files: names, sizes and modification times of the matched files; DuckDB: the database file's
-    stat and the query; local Hugging Face folders: the stat of every file; synthetic: the spec;
-    hub datasets cannot be checked cheaply, so their version is the spec (re-snapshot by hand);
-    mixtures: their components' versions.
-    """
-    import glob
-    import hashlib
-    import json
-
-    from divcoef_assets.core.sources import DuckDBSource, FilesSource, HuggingFaceSource, source_to_dict
-
-    spec = registry.dataset(dataset).source
-    parts: list[Any] = [source_to_dict(spec)]
-    base = registry.base_dir
-
-    def stat(path: Path) -> list[Any]:
-        st = path.stat()
-        return [str(path), st.st_size, st.st_mtime_ns]
-
-    if isinstance(spec, FilesSource):
-        pattern = spec.path if os.path.isabs(spec.path) else str(base / spec.path)
-        parts += [stat(Path(p)) for p in sorted(glob.glob(pattern))]
-    elif isinstance(spec, DuckDBSource):
-        db = Path(spec.database) if os.path.isabs(spec.database) else base / spec.database
-        parts += [stat(db)] if db.exists() else ["missing"]
-    elif isinstance(spec, HuggingFaceSource):
-        folder = Path(spec.path) if os.path.isabs(spec.path) else base / spec.path
-        if folder.is_dir():
-            parts += [stat(p) for p in sorted(folder.rglob("*")) if p.is_file()]
-    elif isinstance(spec, MixtureSource):
-        parts += [source_version(registry, c) for c in spec.components]
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def registry_source_version(registry: Registry, dataset: str) -> str:
+    """`core.sources.source_version` of a registered dataset (a mixture through its components)."""
+    spec = registry.dataset(dataset)
+    components = spec.source.components if isinstance(spec.source, MixtureSource) else ()
+    return source_version(spec, registry.base_dir, component_versions=[registry_source_version(registry, c) for c in components])
 
 
 # ----------------------------------------------------------------------------- token batches
 
 
-def _synthetic_tokens(source: SyntheticSource, tokenizer: TextTokenizer, seq_len: int) -> np.ndarray:
+def _synthetic_tokens(path: str, tokenizer: TextTokenizer, seq_len: int) -> np.ndarray:
+    from divcoef_assets.core.sources import parse_source
+
+    spec = dict(json.loads(Path(path).read_text(encoding="utf-8"))["spec"])
+    source = parse_source(spec.pop("source", "synthetic"), spec)
     common = dict(vocab_size=tokenizer.vocab_size, eos_id=tokenizer.eos_id, seed=source.seed)
     if source.kind == "lower_bound":
         return lower_bound_tokens(source.n_sequences, seq_len, **common)
     if source.kind == "upper_bound":
         return upper_bound_tokens(source.n_sequences, seq_len, **common)
     ids = default_token_ids(source.vocab_size, tokenizer_vocab_size=tokenizer.vocab_size, eos_id=tokenizer.eos_id, seed=source.seed)
-    return ginc_tokens(
-        source.n_sequences, seq_len, n_concepts=source.n_concepts, vocab_size=source.vocab_size,
-        n_states=source.n_states, seed=source.seed, token_ids=ids,
-    )
+    return ginc_tokens(source.n_sequences, seq_len, n_concepts=source.n_concepts, vocab_size=source.vocab_size,
+                       n_states=source.n_states, seed=source.seed, token_ids=ids)
 
 
-def _batch_rows(registry: Registry, dataset: str, snap: Mapping[str, Any], config: ProbeConfig) -> Callable[[int], np.ndarray]:
-    spec = registry.dataset(dataset)
-    if isinstance(spec.source, MixtureSource):
-        sources = source_index(snap["path"])
-        weights = spec.source.weight_map
-        return lambda i: mixture_batch_indices(sources, weights, spec.source.mode, config.batch_size, i, config.seed)
-    n = int(snap["n_documents"])
-    if n < config.batch_size:
+def _rows_of(snap: SnapshotRecord, n_items: int, config: ProbeConfig) -> Callable[[int], np.ndarray]:
+    if snap.mixture_weights:
+        sources = source_index(snap.path)
+        weights = dict(snap.mixture_weights)
+        return lambda i: mixture_batch_indices(sources, weights, snap.mixture_mode, config.batch_size, i, config.seed)
+    if n_items < config.batch_size:
         raise NotEnoughTextsError(
-            f"dataset {dataset!r}: {n} usable documents, but one batch of probe {config.name!r} needs "
+            f"dataset {snap.dataset!r}: {n_items} usable documents, but one batch of probe {config.name!r} needs "
             f"batch_size={config.batch_size}; lower batch_size or add documents"
         )
-    return lambda i: batch_indices(n, config.batch_size, i, config.seed)
+    return lambda i: batch_indices(n_items, config.batch_size, i, config.seed)
 
 
-def token_batches(registry: Registry, dataset: str, probe: str, snap: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
+def draw_batches(snap: SnapshotRecord, config: ProbeConfig) -> list[TokenBatch]:
+    """Batch i = rows rng(seed, i) of the snapshot, tokenized and padded to `seq_len`."""
+    tokenizer = load_tokenizer(config.tokenizer)
+    if snap.tokens:
+        table = pq.read_table(snap.path)
+        ids = np.asarray(table.column("input_ids").to_pylist(), dtype=np.int64)
+        mask = np.asarray(table.column("attention_mask").to_pylist(), dtype=np.int64)
+        if ids.shape[1] < config.seq_len:
+            raise ValueError(f"dataset {snap.dataset!r}: sequences of {ids.shape[1]} tokens, fewer than seq_len={config.seq_len}")
+        rows_of = _rows_of(snap, ids.shape[0], config)
+        return [TokenBatch(ids[rows_of(i), : config.seq_len], mask[rows_of(i), : config.seq_len]) for i in range(config.n_batches)]
+    if snap.synthetic:
+        tokens = _synthetic_tokens(snap.path, tokenizer, config.seq_len)
+        rows_of = _rows_of(snap, tokens.shape[0], config)
+        ones = np.ones((config.batch_size, config.seq_len), dtype=np.int64)
+        return [TokenBatch(tokens[rows_of(i)].astype(np.int64), ones) for i in range(config.n_batches)]
+    rows_of = _rows_of(snap, snap.n_documents, config)
+    return [encode_fixed(tokenizer, read_texts(snap.path, rows_of(i)), config.seq_len) for i in range(config.n_batches)]
+
+
+def token_batches(registry: Registry, dataset: str, probe: str, snap: SnapshotRecord, layout: Layout) -> TokenBatchesRecord:
     """Sample and tokenize `n_batches` batches; one Parquet row per sequence."""
     config = registry.probe(probe)
-    tokenizer = load_tokenizer(config.tokenizer)
-    out = layout.token_batches(dataset, probe, snap["fingerprint"], config.fingerprint())
-    if snap.get("synthetic"):
-        spec = registry.dataset(dataset).source
-        all_tokens = _synthetic_tokens(spec, tokenizer, config.seq_len)
-        rows_of = _batch_rows_for_count(dataset, all_tokens.shape[0], config)
-        batches = [TokenBatch(all_tokens[rows_of(i)], np.ones((config.batch_size, config.seq_len), dtype=np.int64)) for i in range(config.n_batches)]
-    else:
-        rows_of = _batch_rows(registry, dataset, snap, config)
-        batches = [encode_fixed(tokenizer, read_texts(snap["path"], rows_of(i)), config.seq_len) for i in range(config.n_batches)]
+    if snap.spec_fingerprint != digest(registry.dataset(dataset).to_dict()):
+        raise StaleUpstreamError(
+            f"dataset_snapshot of {dataset!r} was made from another registry entry than the registry now holds; "
+            "re-materialize dataset_snapshot first; nothing was written"
+        )
+    batches = draw_batches(snap, config)
+    sampling_fp = digest(snap.fingerprint, config.sampling_fields())
+    out = layout.token_batches(dataset, sampling_fp)
     table = pa.table({
         "batch_index": pa.array(np.repeat(np.arange(len(batches)), config.batch_size), pa.int32()),
         "input_ids": pa.array([row.tolist() for b in batches for row in b.input_ids.astype(np.int32)], pa.list_(pa.int32())),
@@ -232,21 +256,23 @@ def token_batches(registry: Registry, dataset: str, probe: str, snap: Mapping[st
     })
     write_table_atomic(table, out)
     n_tokens = int(sum(b.n_tokens for b in batches))
-    return {
-        "path": str(out), "dataset": dataset, "probe": probe, "snapshot_fingerprint": snap["fingerprint"],
-        "probe_fingerprint": config.fingerprint(), "n_batches": len(batches), "batch_size": config.batch_size,
-        "seq_len": config.seq_len, "n_tokens": n_tokens, "pad_fraction": 1 - n_tokens / (len(batches) * config.batch_size * config.seq_len),
-    }
+    return TokenBatchesRecord(
+        dataset=dataset, probe=probe, path=str(out), snapshot_fingerprint=snap.fingerprint,
+        settings_fingerprint=config.settings_fingerprint(), batch_fingerprints=tuple(b.fingerprint() for b in batches),
+        batch_size=config.batch_size, seq_len=config.seq_len, n_tokens=n_tokens,
+        pad_fraction=1 - n_tokens / (len(batches) * config.batch_size * config.seq_len),
+    )
 
 
-def _batch_rows_for_count(dataset: str, n: int, config: ProbeConfig) -> Callable[[int], np.ndarray]:
-    if n < config.batch_size:
-        raise NotEnoughTextsError(f"dataset {dataset!r}: {n} sequences, fewer than batch_size={config.batch_size}")
-    return lambda i: batch_indices(n, config.batch_size, i, config.seed)
+class ArtifactError(RuntimeError):
+    """A stored artifact cannot be read; the message names the file and what to re-materialize."""
 
 
 def read_token_batches(path: str | Path) -> dict[int, TokenBatch]:
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise ArtifactError(f"token batches {path} cannot be read ({exc}); re-materialize token_batches") from exc
     index = table.column("batch_index").to_numpy()
     ids = np.asarray(table.column("input_ids").to_pylist(), dtype=np.int64)
     mask = np.asarray(table.column("attention_mask").to_pylist(), dtype=np.int64)
@@ -256,43 +282,32 @@ def read_token_batches(path: str | Path) -> dict[int, TokenBatch]:
 # ----------------------------------------------------------------------------- probe network
 
 
-PRETRAIN_PREFIX = "pretrain:"
+def pretrain_fingerprint(config: ProbeConfig) -> str:
+    """Identity of a pretrained-here probe's recipe: its pretrain spec and tokenizer only, so
+    changing how the probe is *used* (epochs, batch size, estimator) never retrains it."""
+    return digest({"pretrain": config.extra.get("pretrain"), "tokenizer": config.tokenizer})
 
 
-def pretrain_config(config: ProbeConfig):
+def probe_dir(layout: Layout, config: ProbeConfig) -> Path:
+    return layout.probe_dir(pretrain_fingerprint(config))
+
+
+def _pretrain_config(config: ProbeConfig):
     from divcoef_assets.core.pretrain import PretrainConfig
 
     spec = {k: v for k, v in config.extra.get("pretrain", {}).items() if k not in ("corpus", "max_documents")}
     return PretrainConfig(**spec)
 
 
-def pretrain_fingerprint(config: ProbeConfig) -> str:
-    """Identity of a pretrained-here probe's weights: its pretrain spec and tokenizer only, so
-    changing how the probe is *used* (epochs, batch size, estimator) never retrains it."""
-    import hashlib
-    import json
-
-    payload = json.dumps({"pretrain": config.extra.get("pretrain"), "tokenizer": config.tokenizer}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def probe_dir(layout: Layout, config: ProbeConfig) -> Path:
-    """Folder of a pretrained-here probe, named by the pretrain fingerprint (shared across probe
-    names and usage settings that pretrain identically)."""
-    return layout.root / "probes" / pretrain_fingerprint(config)
-
-
-def probe_network(registry: Registry, probe: str, layout: Layout, *, progress=None) -> dict[str, Any]:
-    """Pretrain the probe here when it declares `pretrain` (once per config); else describe it."""
-    import json
-
-    from divcoef_assets.api import texts_fingerprint
+def probe_network(registry: Registry, probe: str, layout: Layout, *, progress=None) -> ProbeRecord:
+    """Pretrain the probe here when it declares `pretrain` (once per recipe); else describe it."""
     from divcoef_assets.core.pretrain import pretrain_probe
     from divcoef_assets.core.tokenize import usable_texts
 
     config = registry.probe(probe)
     if not config.model.startswith(PRETRAIN_PREFIX):
-        return {"probe": probe, "model": config.model, "init": config.init, "built_here": False, "probe_fingerprint": config.fingerprint()}
+        return ProbeRecord(probe=probe, model=config.model, weights_fingerprint=weights_fingerprint(config),
+                           settings_fingerprint=config.settings_fingerprint(), built_here=False)
     folder = probe_dir(layout, config)
     meta_path = folder / "pretrain.json"
     if not meta_path.exists():
@@ -302,18 +317,21 @@ def probe_network(registry: Registry, probe: str, layout: Layout, *, progress=No
             kept = usable_texts(text for _, text in registry.iter_dataset_texts(corpus))
             texts += kept[: spec.get("max_documents") or None]
         tokenizer = load_tokenizer(config.tokenizer)
-        pretrain_probe(texts, tokenizer, pretrain_config(config), folder, corpus_fingerprint=texts_fingerprint(texts), progress=progress)
+        pretrain_probe(texts, tokenizer, _pretrain_config(config), folder, corpus_fingerprint=texts_digest(texts), progress=progress)
     meta = json.loads(meta_path.read_text())
-    return {"probe": probe, "model": str(folder), "built_here": True, "probe_fingerprint": config.fingerprint(),
-            "pretrain_fingerprint": pretrain_fingerprint(config), **meta}
+    resolved = resolve_model(config, layout)
+    return ProbeRecord(probe=probe, model=str(folder), weights_fingerprint=weights_fingerprint(resolved),
+                       settings_fingerprint=config.settings_fingerprint(), built_here=True,
+                       final_loss=meta.get("final_loss"), seconds=meta.get("seconds"),
+                       corpus_fingerprint=meta.get("corpus_fingerprint", ""))
 
 
-def resolve_model(config: ProbeConfig, layout: Layout) -> ProbeConfig:
+def resolve_model(config: ProbeConfig, layout: Layout | None) -> ProbeConfig:
     """The config with a "pretrain:" model replaced by the folder probe_network wrote."""
     if not config.model.startswith(PRETRAIN_PREFIX):
         return config
-    folder = probe_dir(layout, config)
-    if not (folder / "pretrain.json").exists():
+    folder = probe_dir(layout, config) if layout is not None else None
+    if folder is None or not (folder / "pretrain.json").exists():
         raise FileNotFoundError(
             f"probe {config.name!r} is pretrained here but {folder} does not exist yet: materialize "
             f"probe_network[{config.name}] first (divcoef audit does)"
@@ -324,35 +342,47 @@ def resolve_model(config: ProbeConfig, layout: Layout) -> ProbeConfig:
 # ----------------------------------------------------------------------------- embeddings
 
 
-def probe_loader_for(config: ProbeConfig, layout: Layout | None = None) -> Callable[[], Probe]:
-    def load() -> Probe:
-        resolved = resolve_model(config, layout) if layout is not None else config
-        return load_probe_for(resolved, load_tokenizer(config.tokenizer))
-
-    return load
+def embed_batches(
+    config: ProbeConfig, batches: dict[int, TokenBatch], layout: Layout | None, *, cache: EmbeddingCache,
+    progress: ProgressCallback | None = None, label: str = "", probe_loader: Callable[[], Probe] | None = None,
+) -> tuple[list[BatchEmbedding], str]:
+    """Embeddings of `batches` (and the noise repeats) through the content-addressed cache;
+    returns them with the probe identity they were computed with."""
+    resolved = resolve_model(config, layout)
+    tokenizer = load_tokenizer(config.tokenizer)
+    identity = probe_identity(resolved, tokenizer)
+    loader = probe_loader or (lambda: load_probe_for(resolved, tokenizer))
+    rows = audit_embeddings(config, lambda i: batches[i], loader, n_batches=min(config.n_batches, len(batches)),
+                            probe_identity=identity, cache=cache, progress=progress, label=label)
+    return rows, identity
 
 
 def embeddings(
-    registry: Registry, dataset: str, probe: str, batches: Mapping[str, Any], layout: Layout,
+    registry: Registry, dataset: str, probe: str, batches: TokenBatchesRecord, layout: Layout,
     *, progress: ProgressCallback | None = None, probe_loader: Callable[[], Probe] | None = None,
-) -> dict[str, Any]:
+) -> EmbeddingsRecord:
     """Embed every batch (and the noise repeats), through the per-batch cache."""
     config = registry.probe(probe)
-    token = read_token_batches(batches["path"])
-    common = dict(data_fingerprint=batches["snapshot_fingerprint"], cache=layout.cache, progress=progress, label=f"{dataset}|{probe}")
-    loader = probe_loader or probe_loader_for(config, layout)
-    rows = audit_embeddings(config, lambda i: token[i], loader, n_batches=len(token), **common)
+    require_same_settings("token_batches", batches.settings_fingerprint, config, "task2vec_embeddings")
+    tokens = read_token_batches(batches.path)
+    rows, identity = embed_batches(config, tokens, layout, cache=layout.cache, progress=progress,
+                                   label=f"{dataset}|{probe}", probe_loader=probe_loader)
     out = layout.embeddings(dataset, probe)
-    write_table_atomic(embeddings_table(rows, batches["snapshot_fingerprint"]), out)
+    write_table_atomic(embeddings_table(rows, batches.snapshot_fingerprint), out)
     computed = [r for r in rows if not r.cached]
-    return {
-        "path": str(out), "dataset": dataset, "probe": probe, "snapshot_fingerprint": batches["snapshot_fingerprint"],
-        "probe_fingerprint": config.fingerprint(), "n_embeddings": len(rows), "n_computed": len(computed),
-        "n_cached": len(rows) - len(computed), "dim": int(rows[0].vector.size),
-        "seconds_computed": float(sum(r.seconds_finetune + r.seconds_fisher for r in computed)),
-        "mean_seconds_per_embedding": float(np.mean([r.seconds_finetune + r.seconds_fisher for r in rows])),
-        "fisher_loss_mean": float(np.mean([r.fisher_loss for r in rows])),
-    }
+    return EmbeddingsRecord(
+        dataset=dataset, probe=probe, path=str(out), snapshot_fingerprint=batches.snapshot_fingerprint,
+        settings_fingerprint=batches.settings_fingerprint, probe_identity=identity,
+        estimator_fingerprint=config.estimator_fingerprint(), batches_fingerprint=batches_fingerprint(rows),
+        n_embeddings=len(rows), n_computed=len(computed), n_cached=len(rows) - len(computed), dim=int(rows[0].vector.size),
+        seconds_computed=float(sum(r.seconds_finetune + r.seconds_fisher for r in computed)),
+        mean_seconds_per_embedding=float(np.mean([r.seconds_finetune + r.seconds_fisher for r in rows])),
+    )
+
+
+def batches_fingerprint(rows: list[BatchEmbedding]) -> str:
+    """Digest of the content of the batches behind the repeat-0 embeddings, in batch order."""
+    return digest([r.batch_fingerprint for r in sorted(rows, key=lambda r: r.batch_index) if r.repeat == 0])
 
 
 def embeddings_table(rows: list[BatchEmbedding], snapshot_fingerprint: str) -> pa.Table:
@@ -368,19 +398,25 @@ def embeddings_table(rows: list[BatchEmbedding], snapshot_fingerprint: str) -> p
         "seconds_finetune": [r.seconds_finetune for r in rows],
         "seconds_fisher": [r.seconds_fisher for r in rows],
         "n_scored_tokens": pa.array([r.n_scored_tokens for r in rows], pa.int64()),
+        "key": [r.key for r in rows],
+        "batch_fingerprint": [r.batch_fingerprint for r in rows],
         "cached": [r.cached for r in rows],
     })
 
 
 def read_embedding_rows(path: str | Path) -> list[BatchEmbedding]:
-    t = pq.read_table(path).to_pydict()
+    try:
+        t = pq.read_table(path).to_pydict()
+    except (OSError, pa.ArrowException) as exc:
+        raise ArtifactError(f"embeddings {path} cannot be read ({exc}); re-materialize task2vec_embeddings") from exc
     return [
         BatchEmbedding(
             batch_index=t["batch_index"][k], repeat=t["repeat"][k], seed=t["seed"][k],
             vector=np.asarray(t["vector"][k], dtype=np.float32), finetune_loss_first=t["finetune_loss_first"][k],
             finetune_loss_last=t["finetune_loss_last"][k], fisher_loss=t["fisher_loss"][k],
             seconds_finetune=t["seconds_finetune"][k], seconds_fisher=t["seconds_fisher"][k],
-            n_scored_tokens=t["n_scored_tokens"][k], layout="", cached=t["cached"][k],
+            n_scored_tokens=t["n_scored_tokens"][k], layout="", key=t["key"][k],
+            batch_fingerprint=t["batch_fingerprint"][k], cached=t["cached"][k],
         )
         for k in range(len(t["batch_index"]))
     ]
@@ -389,73 +425,210 @@ def read_embedding_rows(path: str | Path) -> list[BatchEmbedding]:
 # ----------------------------------------------------------------------------- distances, coefficient
 
 
-def matrix_table(matrix: np.ndarray, **labels: Any) -> pa.Table:
+def matrix_table(matrix: np.ndarray, **labels: str) -> pa.Table:
     i, j = np.indices(matrix.shape)
-    columns = {k: [v] * matrix.size for k, v in labels.items()}
+    columns: dict[str, object] = {k: [v] * matrix.size for k, v in labels.items()}
     columns.update(i=i.ravel().astype(np.int32), j=j.ravel().astype(np.int32), distance=matrix.ravel())
     return pa.table(columns)
 
 
 def read_matrix(path: str | Path) -> np.ndarray:
-    t = pq.read_table(path, columns=["i", "j", "distance"]).to_pydict()
-    n = max(t["i"]) + 1
-    m = max(t["j"]) + 1
-    out = np.zeros((n, m))
+    try:
+        t = pq.read_table(path, columns=["i", "j", "distance"]).to_pydict()
+    except (OSError, pa.ArrowException) as exc:
+        raise ArtifactError(f"distances {path} cannot be read ({exc}); re-materialize distance_matrix") from exc
+    out = np.zeros((max(t["i"]) + 1, max(t["j"]) + 1))
     out[t["i"], t["j"]] = t["distance"]
     return out
 
 
-def distance_matrix(registry: Registry, dataset: str, probe: str, emb: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
+def distance_matrix(registry: Registry, dataset: str, probe: str, emb: EmbeddingsRecord, layout: Layout) -> DistancesRecord:
     config = registry.probe(probe)
-    rows = [r for r in read_embedding_rows(emb["path"]) if r.repeat == 0]
-    rows.sort(key=lambda r: r.batch_index)
+    require_same_settings("task2vec_embeddings", emb.settings_fingerprint, config, "distance_matrix")
+    rows = sorted((r for r in read_embedding_rows(emb.path) if r.repeat == 0), key=lambda r: r.batch_index)
     matrix = pdist(np.stack([r.vector for r in rows]), metric=config.distance)
-    out = layout.distances(dataset, probe)
-    write_table_atomic(matrix_table(matrix), out)
+    out = write_table_atomic(matrix_table(matrix), layout.distances(dataset, probe))
     upper = matrix[np.triu_indices(len(rows), k=1)]
-    return {
-        "path": str(out), "dataset": dataset, "probe": probe, "snapshot_fingerprint": emb["snapshot_fingerprint"],
-        "distance": config.distance, "n_batches": len(rows), "min": float(upper.min()) if upper.size else 0.0,
-        "max": float(upper.max()) if upper.size else 0.0, "embeddings_path": emb["path"],
-    }
+    return DistancesRecord(
+        dataset=dataset, probe=probe, path=str(out), embeddings=emb, distance=config.distance, n_batches=len(rows),
+        min=float(upper.min()) if upper.size else 0.0, max=float(upper.max()) if upper.size else 0.0,
+    )
 
 
-def coefficient(registry: Registry, dataset: str, probe: str, dist: Mapping[str, Any]) -> dict[str, Any]:
+def coefficient(registry: Registry, dataset: str, probe: str, dist: DistancesRecord, *, code_version: str = "", run_id: str = "") -> CoefficientRecord:
+    """The coefficient row, with everything it was computed from (settings, weights, batches)."""
+    return coefficient_result(registry, dataset, probe, dist, code_version=code_version, run_id=run_id)[0]
+
+
+def coefficient_result(
+    registry: Registry, dataset: str, probe: str, dist: DistancesRecord, *, code_version: str = "", run_id: str = "",
+) -> tuple[CoefficientRecord, DiversityResult]:
+    """The coefficient row and the full result (matrix, embeddings, noise floor) behind it."""
     config = registry.probe(probe)
-    estimate = diversity_from_matrix(read_matrix(dist["path"]))
-    noise = noise_from_rows(read_embedding_rows(dist["embeddings_path"]), config.distance)
-    return {
-        "dataset": dataset, "probe": probe, "snapshot_fingerprint": dist["snapshot_fingerprint"],
-        "probe_fingerprint": config.fingerprint(), **estimate.to_dict(),
-        "noise_floor": None if noise is None else noise.value,
-        "noise_floor_stderr": None if noise is None else noise.stderr,
-        "noise_corrected": None if noise is None else estimate.value - noise.value,
-        "distance": config.distance,
-    }
+    emb = dist.embeddings
+    require_same_settings("distance_matrix", emb.settings_fingerprint, config, "diversity_coefficient")
+    result = summarize(config, read_embedding_rows(emb.path), emb.snapshot_fingerprint)
+    if result.matrix.shape != read_matrix(dist.path).shape or not np.allclose(result.matrix, read_matrix(dist.path), rtol=0, atol=1e-12):
+        raise StaleUpstreamError(
+            f"distances {dist.path} do not belong to embeddings {emb.path}; re-materialize distance_matrix; nothing was recorded"
+        )
+    estimate = result.estimate
+    record = CoefficientRecord(
+        dataset=dataset, probe=probe, snapshot_fingerprint=emb.snapshot_fingerprint,
+        probe_fingerprint=measurement_fingerprint(config, emb.probe_identity), value=estimate.value,
+        stderr=estimate.stderr, ci_low=estimate.ci_low, ci_high=estimate.ci_high,
+        noise_floor=None if result.noise is None else result.noise.value,
+        noise_floor_stderr=None if result.noise is None else result.noise.stderr,
+        noise_corrected=result.noise_corrected, n_batches=estimate.n_batches, n_pairs=estimate.n_pairs,
+        distance=config.distance, code_version=code_version, run_id=run_id,
+        weights_fingerprint=emb.probe_identity, batches_fingerprint=emb.batches_fingerprint,
+        estimator_fingerprint=emb.estimator_fingerprint, config_json=json.dumps(config.to_dict(), sort_keys=True, default=str),
+    )
+    return record, result
 
 
-def snapshot_of(path: str | Path) -> str:
-    column = pq.read_table(path, columns=["snapshot_fingerprint"]).column(0)
-    return column[0].as_py() if len(column) else ""
+def measurement_fingerprint(config: ProbeConfig, identity: str) -> str:
+    """The probe as measured: its settings and the weights it started from. A coefficient row is
+    keyed by it, so a probe whose weights changed under the same name adds history."""
+    return digest(config.fingerprint(), identity)
 
 
-def cross(registry: Registry, probe: str, layout: Layout) -> dict[str, Any]:
-    """Cross-diversity of every pair of registered datasets whose embeddings exist for `probe`
-    (built from the stored embeddings: nothing is embedded again)."""
+# ----------------------------------------------------------------------------- cross-diversity
+
+
+def cross(registry: Registry, probe: str, layout: Layout, *, code_version: str = "", run_id: str = "") -> CrossRecord:
+    """Cross-diversity of every pair of registered datasets whose stored embeddings were made
+    with the probe's current settings (built from them: nothing is embedded again). A dataset
+    whose embeddings are missing, unreadable or stale is left out and named in `skipped`."""
     config = registry.probe(probe)
-    paths = {name: layout.embeddings(name, probe) for name in sorted(registry.datasets)}
-    paths = {name: path for name, path in paths.items() if path.exists()}
-    rows = {name: read_embedding_rows(path) for name, path in paths.items()}
-    snapshots = {name: snapshot_of(path) for name, path in paths.items()}
+    resolved = resolve_model(config, layout)
+    identity = probe_identity(resolved, load_tokenizer(config.tokenizer))
+    estimator = config.estimator_fingerprint()
+    rows: dict[str, list[BatchEmbedding]] = {}
+    snapshots: dict[str, str] = {}
+    skipped: list[str] = []
+    for name in sorted(registry.datasets):
+        path = layout.embeddings(name, probe)
+        if not path.exists():
+            continue
+        try:
+            table_rows = read_embedding_rows(path)
+            snapshots[name] = pq.read_table(path, columns=["snapshot_fingerprint"]).column(0)[0].as_py()
+        except (ArtifactError, OSError, pa.ArrowException, IndexError, KeyError) as exc:
+            skipped.append(f"{name}: unreadable embeddings ({exc})")
+            continue
+        if any(not r.key or _key_mismatch(r, config, identity, estimator) for r in table_rows):
+            skipped.append(f"{name}: embeddings made with other probe settings or weights; re-materialize its audit")
+            continue
+        rows[name] = table_rows
+    for reason in skipped:
+        log.warning("cross_diversity[%s] leaves out %s", probe, reason)
     names = list(rows)
     pairs, tables = [], []
+    measured = measurement_fingerprint(config, identity)
     for a_i, a in enumerate(names):
         for b in names[a_i + 1 :]:
             result = cross_summarize(config, rows[a], rows[b])
-            pairs.append({"dataset_a": a, "dataset_b": b, "snapshot_a": snapshots[a], "snapshot_b": snapshots[b], **result.estimate.to_dict()})
+            e = result.estimate
+            pairs.append(CrossCoefficientRecord(
+                dataset_a=a, dataset_b=b, probe=probe, snapshot_a=snapshots[a], snapshot_b=snapshots[b],
+                probe_fingerprint=measured, value=e.value, stderr=e.stderr, ci_low=e.ci_low, ci_high=e.ci_high,
+                n_batches_a=e.n_batches_a, n_batches_b=e.n_batches_b, n_pairs=e.n_pairs, distance=config.distance,
+                code_version=code_version, run_id=run_id,
+            ))
             tables.append(matrix_table(result.matrix, dataset_a=a, dataset_b=b))
     out = layout.cross(probe)
     if tables:
         write_table_atomic(pa.concat_tables(tables), out)
-    return {"probe": probe, "probe_fingerprint": config.fingerprint(), "distance": config.distance,
-            "path": str(out) if tables else None, "pairs": pairs, "datasets": names}
+    return CrossRecord(probe=probe, path=str(out) if tables else "", pairs=tuple(pairs), datasets=tuple(names), skipped=tuple(skipped))
+
+
+def _key_mismatch(row: BatchEmbedding, config: ProbeConfig, identity: str, estimator: str) -> bool:
+    from divcoef_assets.core.audit import embedding_key
+
+    return row.key != embedding_key(batch=row.batch_fingerprint, probe=identity, estimator=estimator, seed=row.seed)
+
+
+# ----------------------------------------------------------------------------- the whole chain
+
+
+@dataclass(frozen=True)
+class AuditOutcome:
+    """What one pass through the per-dataset steps produced."""
+
+    record: CoefficientRecord
+    result: DiversityResult
+    snapshot: SnapshotRecord
+    distances: DistancesRecord
+
+
+def audit_partition(
+    registry: Registry, dataset: str, probe: str, layout: Layout, *, snap: SnapshotRecord | None = None,
+    progress: ProgressCallback | None = None, probe_loader: Callable[[], Probe] | None = None,
+) -> AuditOutcome:
+    """Every per-dataset step in order, as the `audit` job runs them (the probe must be built).
+    `snap` replaces the snapshot step (the API's pre-tokenized input)."""
+    snap = snap or snapshot(registry, dataset, layout)
+    batches = token_batches(registry, dataset, probe, snap, layout)
+    emb = embeddings(registry, dataset, probe, batches, layout, progress=progress, probe_loader=probe_loader)
+    dist = distance_matrix(registry, dataset, probe, emb, layout)
+    record, result = coefficient_result(registry, dataset, probe, dist)
+    return AuditOutcome(record, result, snap, dist)
+
+
+def token_snapshot(registry: Registry, dataset: str, input_ids: np.ndarray, attention_mask: np.ndarray, layout: Layout) -> SnapshotRecord:
+    """A snapshot of pre-tokenized sequences ([n, >= seq_len] ids and mask), content-addressed."""
+    ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+    mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
+    TokenBatch(ids, mask)  # validates shapes, ids and mask values
+    fingerprint = array_digest(ids, mask)
+    path = layout.snapshot_dir(dataset) / f"{fingerprint}.parquet"
+    write_table_atomic(pa.table({"input_ids": pa.array(list(ids), pa.list_(pa.int64())),
+                                 "attention_mask": pa.array(list(mask.astype(np.int8)), pa.list_(pa.int8()))}), path)
+    spec = registry.dataset(dataset)
+    return SnapshotRecord(dataset=dataset, path=str(path), fingerprint=fingerprint, content_fingerprint=fingerprint,
+                          n_documents=int(ids.shape[0]), source_type=spec.source_type, source_version=fingerprint,
+                          spec_fingerprint=digest(spec.to_dict()), synthetic=False, tokens=True)
+
+
+# ----------------------------------------------------------------------------- results store
+
+
+def record_coefficient(store: ResultsStore, registry: Registry, record: CoefficientRecord, layout: Layout) -> list[str]:
+    """Write the coefficient row (with its dataset and probe rows) and refresh the Parquet views,
+    in one transaction; returns the artifact files the views had to leave out."""
+    spec = registry.dataset(record.dataset)
+    store.ensure_schema()
+    return store.record_coefficient(
+        record, source_type=spec.source_type, description=spec.description, spec=spec.to_dict(),
+        probe_config=registry.probe(record.probe).to_dict(), views=layout.parquet_views(),
+    )
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Earlier measurements a new coefficient is checked against, all with the same probe
+    settings and weights (`probe_fingerprint`): the previous snapshot's value and the bounds."""
+
+    previous: float | None
+    lower_bound: tuple[str, float] | None
+    upper_bound: tuple[str, float] | None
+
+
+def neighbours(store: ResultsStore, registry: Registry, record: CoefficientRecord) -> Neighbours:
+    same = [r for r in store.coefficients(probe=record.probe) if r.probe_fingerprint == record.probe_fingerprint]
+    earlier = [r for r in same if r.dataset == record.dataset and r.snapshot_fingerprint != record.snapshot_fingerprint]
+    previous = max(earlier, key=lambda r: r.computed_at).value if earlier else None
+    bounds: dict[str, tuple[str, float]] = {}
+    for name, spec in registry.datasets.items():
+        kind = getattr(spec.source, "kind", None)
+        latest = [r for r in same if r.dataset == name]
+        if kind in ("lower_bound", "upper_bound") and latest and kind not in bounds:
+            bounds[kind] = (name, max(latest, key=lambda r: r.computed_at).value)
+    return Neighbours(previous, bounds.get("lower_bound"), bounds.get("upper_bound"))
+
+
+def record_cross(store: ResultsStore, record: CrossRecord, layout: Layout) -> list[str]:
+    store.ensure_schema()
+    views = {"cross_distances": sorted((layout.root / "cross").glob("probe=*/part.parquet"))} if record.path else {}
+    return store.record_cross(record.pairs, views=views)

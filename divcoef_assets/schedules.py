@@ -1,8 +1,9 @@
 """weekly_reaudit: re-snapshot registered corpora whose source changed, and recompute only those.
 
 A snapshot is expensive only to read, but a corpus that did not change needs no new run at all.
-Each tick computes every dataset's cheap *source version* (file names, sizes and modification
-times; a DuckDB file's stat and query; a synthetic spec) and compares it with the version recorded
+Each tick computes every dataset's cheap *source version* (`core.sources.source_version`: the
+identity of every file the reader would open, a DuckDB file and its write-ahead log, a synthetic
+spec) and compares it with the version recorded
 on the partition's latest `dataset_snapshot` materialization. Only changed or never-audited
 datasets get a run; inside a run, unchanged batches come from the embedding cache anyway.
 """
@@ -12,7 +13,7 @@ import dagster as dg
 
 from divcoef_assets.jobs import audit_job
 from divcoef_assets.partitions import dataset_probe_key
-from divcoef_assets.pipeline import source_version
+from divcoef_assets.pipeline import registry_source_version
 from divcoef_assets.resources import DivcoefResource
 
 SNAPSHOT_KEY = dg.AssetKey("dataset_snapshot")
@@ -34,7 +35,7 @@ def changed_requests(instance: dg.DagsterInstance, divcoef: DivcoefResource, tic
     requests = []
     for name in registry.datasets:
         key = dataset_probe_key(name, probe)
-        now = source_version(registry, name)
+        now = registry_source_version(registry, name)
         if recorded_version(instance, str(key)) != now:
             requests.append(dg.RunRequest(run_key=f"reaudit-{name}-{probe}-{now}-{tick}", partition_key=key, tags={"reaudit": "weekly"}))
     return requests

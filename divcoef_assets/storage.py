@@ -36,6 +36,7 @@ and is quoted as a SQL string literal by doubling its single quotes.
 from __future__ import annotations
 
 import dataclasses
+import glob as glob_module
 import json
 import logging
 import math
@@ -48,9 +49,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from divcoef_assets.core.duckdb_files import NO_EXTENSION_AUTOLOAD, not_duckdb_reason
 
@@ -137,6 +141,11 @@ class CoefficientRecord:
     code_version: str = ""
     run_id: str = ""
     computed_at: datetime = field(default_factory=_utcnow)
+    # What the value was computed from, so it can be recomputed exactly:
+    weights_fingerprint: str = ""  # the probe's weights and special ids
+    batches_fingerprint: str = ""  # the token batches' content, in order
+    estimator_fingerprint: str = ""  # every estimator field and the engine version
+    config_json: str = ""  # the full probe settings used
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -210,9 +219,18 @@ _SCHEMA = (
         code_version VARCHAR NOT NULL,
         run_id VARCHAR NOT NULL,
         computed_at TIMESTAMPTZ NOT NULL,
+        weights_fingerprint VARCHAR NOT NULL DEFAULT '',
+        batches_fingerprint VARCHAR NOT NULL DEFAULT '',
+        estimator_fingerprint VARCHAR NOT NULL DEFAULT '',
+        config_json VARCHAR NOT NULL DEFAULT '',
         PRIMARY KEY (dataset, probe, snapshot_fingerprint, probe_fingerprint)
     )
     """,
+    # Databases created before the provenance columns existed gain them (empty for old rows).
+    "ALTER TABLE coefficients ADD COLUMN IF NOT EXISTS weights_fingerprint VARCHAR DEFAULT ''",
+    "ALTER TABLE coefficients ADD COLUMN IF NOT EXISTS batches_fingerprint VARCHAR DEFAULT ''",
+    "ALTER TABLE coefficients ADD COLUMN IF NOT EXISTS estimator_fingerprint VARCHAR DEFAULT ''",
+    "ALTER TABLE coefficients ADD COLUMN IF NOT EXISTS config_json VARCHAR DEFAULT ''",
     """
     CREATE TABLE IF NOT EXISTS cross_coefficients (
         dataset_a VARCHAR NOT NULL,
@@ -252,6 +270,12 @@ _SCHEMA = (
     ) = 1
     """,
 )
+
+
+def _check_path(path: str) -> None:
+    """A Parquet path goes into a view definition as a quoted literal: no control characters."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in path):
+        raise ValueError(f"the Parquet path {path!r} contains control characters; rename the file")
 
 
 # How DuckDB reports a file held by another process: "IO Error: Could not set lock on file ...:
@@ -365,13 +389,26 @@ class ResultsStore:
         description: str,
         spec: Mapping[str, Any],
         probe_config: Mapping[str, Any],
-    ) -> None:
-        """Record the dataset, the probe config and the coefficient in one transaction: a failure
-        at any point leaves none of the three rows changed (no partial record)."""
+        views: Mapping[str, Sequence[Path]] = MappingProxyType({}),
+    ) -> list[str]:
+        """Record the dataset, the probe config and the coefficient, and refresh the Parquet
+        `views`, in one transaction: a failure at any point leaves nothing changed. A view covers
+        only the files whose Parquet footer reads, so one corrupt file cannot break the record
+        (or the view); the skipped files are returned and logged."""
         with self._transaction() as connection:
+            skipped = [f for name, files in views.items() for f in self._create_view(connection, name, files)]
             self._upsert_dataset(connection, record.dataset, source_type, description, spec)
             self._upsert_probe(connection, record.probe, record.probe_fingerprint, probe_config)
             self._insert_or_replace_in(connection, "coefficients", _COEFFICIENT_COLUMNS, record)
+        return skipped
+
+    def record_cross(self, records: Sequence[CrossCoefficientRecord], *, views: Mapping[str, Sequence[Path]] = MappingProxyType({})) -> list[str]:
+        """Every cross-diversity row of one run, and the refreshed views, in one transaction."""
+        with self._transaction() as connection:
+            skipped = [f for name, files in views.items() for f in self._create_view(connection, name, files)]
+            for record in records:
+                self._insert_or_replace_in(connection, "cross_coefficients", _CROSS_COLUMNS, record)
+        return skipped
 
     def _insert_or_replace(self, table: str, columns: Sequence[str], record: Any) -> None:
         with self._transaction() as connection:
@@ -439,12 +476,27 @@ class ResultsStore:
             [probe, fingerprint, config_json, now, now],
         )
 
-    def register_parquet_view(self, name: str, glob: str | Path, *, hive_partitioning: bool = False) -> None:
-        """Create or replace view `name` over the Parquet files matching `glob`.
+    def register_parquet_view(self, name: str, files: str | Path | Sequence[Path], *, hive_partitioning: bool = False) -> list[str]:
+        """Create or replace view `name` over Parquet `files` (a list, or a glob to expand now).
 
-        DuckDB binds the files when the view is created, so at least one must exist. A relative
-        glob is made absolute, so the view works from any working directory.
+        Only files whose footer reads are included (the others are returned and logged), so a
+        corrupt file never breaks the view for the rest; at least one must read. Paths are made
+        absolute, so the view works from any working directory.
         """
+        if isinstance(files, (str, Path)):
+            pattern = os.path.abspath(os.path.expanduser(str(files)))
+            _check_path(pattern)
+            files, what = [Path(p) for p in sorted(glob_module.glob(pattern))], pattern
+        else:
+            what = f"the {len(files)} file(s) given"
+        with self._transaction() as connection:
+            skipped = self._create_view(connection, name, files, hive_partitioning=hive_partitioning)
+            if len(skipped) == len(files):
+                raise FileNotFoundError(f"cannot create view {name!r}: no readable Parquet files match {what}")
+        return skipped
+
+    @staticmethod
+    def _create_view(connection, name: str, files: Sequence[Path], *, hive_partitioning: bool = True) -> list[str]:
         if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
             raise ValueError(
                 f"invalid view name {name!r}: use 1 to 63 letters, digits and '_', not starting with a digit"
@@ -453,22 +505,24 @@ class ResultsStore:
             raise ValueError(
                 f"view name {name!r} is taken by the store's own tables and views; choose another"
             )
-        pattern = os.path.abspath(os.path.expanduser(str(glob)))
-        if any(ord(char) < 32 or ord(char) == 127 for char in pattern):
-            raise ValueError(f"the Parquet glob {str(glob)!r} contains control characters; rename the files")
-        literal = "'" + pattern.replace("'", "''") + "'"
+        readable, skipped = [], []
+        for path in (os.path.abspath(str(f)) for f in files):
+            _check_path(path)
+            try:
+                pq.read_metadata(path)
+                readable.append(path)
+            except (OSError, pa.ArrowException) as exc:
+                logger.warning("view %s leaves out %s: not a readable Parquet file (%s)", name, path, exc)
+                skipped.append(path)
+        if not readable:
+            return skipped
+        literal = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in readable) + "]"
         hive = "true" if hive_partitioning else "false"
-        sql = (
+        connection.execute(
             f'CREATE OR REPLACE VIEW "{name}" AS '
             f"SELECT * FROM read_parquet({literal}, union_by_name = true, hive_partitioning = {hive})"
         )
-        with self._transaction() as connection:
-            try:
-                connection.execute(sql)
-            except duckdb.IOException as exc:
-                raise FileNotFoundError(
-                    f"cannot create view {name!r}: no readable Parquet files match {pattern} ({exc})"
-                ) from None
+        return skipped
 
     # ----------------------------------------------------------------- reads
 

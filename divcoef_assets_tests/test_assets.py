@@ -80,23 +80,23 @@ def test_chain_writes_one_record_and_rematerializing_recomputes_nothing(env):
     tmp_path, registry, instance = env
     first = _materialize(tmp_path, registry, instance, "corpus-a")
     emb = _record(first, "task2vec_embeddings")
-    assert emb["n_computed"] == 4 and emb["n_embeddings"] == 4  # 3 batches + 1 noise repeat
+    assert emb.n_computed == 4 and emb.n_embeddings == 4  # 3 batches + 1 noise repeat
     store = ResultsStore(tmp_path / "r.duckdb")
     assert store.query("SELECT count(*) FROM coefficients")[0][0] == 1
     checks_run = first.get_asset_check_evaluations()
     assert checks_run and all(c.passed for c in checks_run if c.severity == dg.AssetCheckSeverity.ERROR)
 
     again = _materialize(tmp_path, registry, instance, "corpus-a")
-    assert _record(again, "task2vec_embeddings")["n_computed"] == 0
+    assert _record(again, "task2vec_embeddings").n_computed == 0
     assert store.query("SELECT count(*) FROM coefficients")[0][0] == 1
-    assert _record(again, "diversity_coefficient")["value"] == _record(first, "diversity_coefficient")["value"]
+    assert _record(again, "diversity_coefficient").value == _record(first, "diversity_coefficient").value
 
     reg = yaml.safe_load(registry.read_text())
     reg["probes"]["tiny"]["n_batches"] = 5
     registry.write_text(yaml.safe_dump(reg))
     more = _materialize(tmp_path, registry, instance, "corpus-a")
-    assert _record(more, "task2vec_embeddings")["n_computed"] == 2
-    assert _record(more, "diversity_coefficient")["n_batches"] == 5
+    assert _record(more, "task2vec_embeddings").n_computed == 2
+    assert _record(more, "diversity_coefficient").n_batches == 5
     assert store.query("SELECT count(*) FROM coefficients")[0][0] == 1  # same snapshot: replaced
 
 
@@ -158,22 +158,23 @@ def test_reaudit_schedule_requests_only_changed_snapshots(env):
     assert [r.partition_key for r in requests] == [dataset_probe_key("corpus-a", "tiny")]
 
 
-def test_matrix_check_fails_on_a_corrupted_matrix():
-    good = np.array([[0.0, 0.3, 0.4], [0.3, 0.0, 0.5], [0.4, 0.5, 0.0]])
-    assert checks.check_matrix(good).passed
-    asym = good.copy()
-    asym[0, 1] = 0.9
-    assert not checks.check_matrix(asym).passed
-    diag = good.copy()
-    diag[2, 2] = 0.1
-    assert not checks.check_matrix(diag).passed
-    nan = good.copy()
-    nan[1, 2] = nan[2, 1] = np.nan
-    assert not checks.check_matrix(nan).passed
-    assert not checks.check_embeddings([np.array([1e-9, -1e-9])]).passed
-    assert not checks.check_range({"value": 1.2}).passed
-    assert not checks.check_bounds(0.05, 0.1, 0.9).passed
-    assert not checks.check_drift(0.5, 0.01, 0.4).passed and checks.check_drift(0.5, 0.2, 0.4).passed
+def test_checks_fail_on_the_numbers_that_should_fail_them():
+    from divcoef_assets.pipeline import Neighbours
+    from divcoef_assets.storage import CoefficientRecord
+
+    def record(value, noise=0.01, lo=None, hi=None):
+        return CoefficientRecord(dataset="d", probe="p", snapshot_fingerprint="ab", probe_fingerprint="cd", value=value,
+                                 ci_low=lo, ci_high=hi, noise_floor=noise, n_batches=5, n_pairs=10)
+
+    assert checks.check_noise(record(0.09, noise=0.03)).passed
+    assert not checks.check_noise(record(0.05, noise=0.03)).passed
+    near = Neighbours(previous=0.10, lower_bound=("lower", 0.02), upper_bound=("upper", 0.2))
+    assert checks.check_bounds(record(0.1), near).passed
+    failed = checks.check_bounds(record(0.3), near)
+    assert not failed.passed and "upper" in failed.description and "0.3" in failed.description
+    assert not checks.check_bounds(record(0.01), near).passed
+    assert checks.check_drift(record(0.105, lo=0.09, hi=0.12), near).passed
+    assert not checks.check_drift(record(0.15, lo=0.14, hi=0.16), near).passed
 
 
 def test_dagster_definitions_validate(tmp_path):
@@ -201,8 +202,8 @@ def test_mixture_datasets_materialize(env, mode):
     instance.add_dynamic_partitions("dataset", ["mix"])
     result = _materialize(tmp_path, registry, instance, "mix")
     snapshot = _record(result, "dataset_snapshot")
-    assert snapshot["source_counts"] == {"corpus-a": 40, "corpus-b": 40}
-    assert _record(result, "diversity_coefficient")["n_batches"] == 3
+    assert dict(snapshot.source_counts) == {"corpus-a": 40, "corpus-b": 40}
+    assert _record(result, "diversity_coefficient").n_batches == 3
 
 
 def test_mixtures_of_the_same_components_do_not_share_embeddings(env):
@@ -215,6 +216,6 @@ def test_mixtures_of_the_same_components_do_not_share_embeddings(env):
     instance.add_dynamic_partitions("dataset", ["mix", "blocks"])
     mix = _materialize(tmp_path, registry, instance, "mix")
     blocks = _materialize(tmp_path, registry, instance, "blocks")
-    assert _record(mix, "dataset_snapshot")["content_fingerprint"] == _record(blocks, "dataset_snapshot")["content_fingerprint"]
-    assert _record(mix, "dataset_snapshot")["fingerprint"] != _record(blocks, "dataset_snapshot")["fingerprint"]
-    assert _record(blocks, "task2vec_embeddings")["n_computed"] == 4  # nothing borrowed from "mix"
+    assert _record(mix, "dataset_snapshot").content_fingerprint == _record(blocks, "dataset_snapshot").content_fingerprint
+    assert _record(mix, "dataset_snapshot").fingerprint != _record(blocks, "dataset_snapshot").fingerprint
+    assert _record(blocks, "task2vec_embeddings").n_computed == 4  # nothing borrowed from "mix"

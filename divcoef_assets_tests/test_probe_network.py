@@ -39,7 +39,7 @@ def test_pretrained_probe_is_built_once_and_used_by_the_audit(tmp_path):
     first = defs.resolve_job_def("probe").execute_in_process(partition_key="mini", instance=instance)
     record = first.output_for_node("probe_network")
     folder = probe_dir(Layout(tmp_path / "data" / "artifacts"), load_registry(registry_path).probe("mini"))
-    assert record["built_here"] and record["model"] == str(folder)
+    assert record.built_here and record.model == str(folder)
     assert (folder / "model.safetensors").exists() and not list(folder.glob("*.bin"))
     meta = json.loads((folder / "pretrain.json").read_text())
     assert meta["pretrain_config"]["steps"] == 6 and np.isfinite(meta["final_loss"])
@@ -47,12 +47,12 @@ def test_pretrained_probe_is_built_once_and_used_by_the_audit(tmp_path):
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
 
     again = defs.resolve_job_def("probe").execute_in_process(partition_key="mini", instance=instance)
-    assert again.output_for_node("probe_network")["final_loss"] == record["final_loss"]
+    assert again.output_for_node("probe_network").final_loss == record.final_loss
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # not retrained
 
     audit = defs.resolve_job_def("audit").execute_in_process(partition_key=dataset_probe_key("a", "mini"), instance=instance)
     coefficient = audit.output_for_node("diversity_coefficient")
-    assert 0 <= coefficient["value"] <= 1 and coefficient["noise_floor"] is not None
+    assert 0 <= coefficient.value <= 1 and coefficient.noise_floor is not None
 
 
 def test_audit_before_the_probe_exists_is_a_clear_error(tmp_path):

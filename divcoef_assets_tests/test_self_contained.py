@@ -20,7 +20,7 @@ from divcoef_assets.core.sources import DuckDBSource, FilesSource, HuggingFaceSo
 from divcoef_assets.registry import DEFAULT_REGISTRY_PATH, REPO_ROOT, Registry, load_registry
 
 ROOT = REPO_ROOT.resolve()
-SCANNED_FOLDERS = ("divcoef_assets", "divcoef_assets_tests", "scripts", ".ci")
+SCANNED_FOLDERS = ("divcoef_assets", "divcoef_assets_tests", "scripts", ".ci", "benchmarks", "studies")
 # A corpus folder beside the checkout: `../shared`, `shared/corpora`, or pathlib's `/ "shared"`.
 OUTSIDE_PATTERN = re.compile(r"\.\./+shared\b|\bshared/corpora\b|/\s*[\"']shared[\"']")
 

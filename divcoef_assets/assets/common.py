@@ -1,12 +1,16 @@
-"""What every audit asset shares: partitions, the dataset-only mapping and progress logging."""
-
+"""What every audit asset shares: partitions, code versions and progress logging."""
 
 import dagster as dg
 
+from divcoef_assets.core.config import ENGINE_VERSION
 from divcoef_assets.partitions import dataset_probe_partitions, partition_keys
 
 GROUP = "diversity_audit"
 PARTITIONS = dataset_probe_partitions
+# Version of the chain's artifacts (records, paths, cache keys); the steps that compute numbers
+# add the engine version, so an estimator change marks them stale in the UI.
+CHAIN_VERSION = "chain-3"
+ENGINE_CODE_VERSION = f"{CHAIN_VERSION}-engine-{ENGINE_VERSION}"
 
 
 def keys(context: dg.AssetExecutionContext) -> tuple[str, str]:

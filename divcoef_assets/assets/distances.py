@@ -1,21 +1,19 @@
 """distance_matrix: Task2Vec distances between every pair of a dataset's batch embeddings."""
 
-
 import dagster as dg
 
-from divcoef_assets import checks, pipeline
-from divcoef_assets.assets.common import GROUP, PARTITIONS, keys
+from divcoef_assets import pipeline
+from divcoef_assets.assets.common import ENGINE_CODE_VERSION, GROUP, PARTITIONS, keys
+from divcoef_assets.records import DistancesRecord, EmbeddingsRecord
 from divcoef_assets.resources import DivcoefResource
 
 
 @dg.asset(
-    partitions_def=PARTITIONS, group_name=GROUP, kinds={"numpy", "parquet"}, code_version="1",
-    check_specs=[dg.AssetCheckSpec(checks.MATRIX_WELL_FORMED, asset="distance_matrix")],
+    partitions_def=PARTITIONS, group_name=GROUP, kinds={"numpy", "parquet"}, code_version=ENGINE_CODE_VERSION,
     description="Pairwise distances (the probe's `distance`, default Task2Vec's normalized cosine) "
     "between batch embeddings, stored long (i, j, distance).",
 )
-def distance_matrix(context: dg.AssetExecutionContext, divcoef: DivcoefResource, task2vec_embeddings: dict):
+def distance_matrix(context: dg.AssetExecutionContext, divcoef: DivcoefResource, task2vec_embeddings: EmbeddingsRecord) -> dg.Output[DistancesRecord]:
     dataset, probe = keys(context)
     record = pipeline.distance_matrix(divcoef.registry(), dataset, probe, task2vec_embeddings, divcoef.layout())
-    yield dg.Output(record, metadata={"n_batches": record["n_batches"], "min": record["min"], "max": record["max"], "distance": record["distance"]})
-    yield checks.check_matrix(pipeline.read_matrix(record["path"]))
+    return dg.Output(record, metadata={"n_batches": record.n_batches, "min": record.min, "max": record.max, "distance": record.distance})

@@ -3,17 +3,19 @@
 import dagster as dg
 
 from divcoef_assets import pipeline
-from divcoef_assets.assets.common import GROUP
+from divcoef_assets.assets.common import CHAIN_VERSION, GROUP
 from divcoef_assets.partitions import probe_partitions
+from divcoef_assets.records import ProbeRecord
 from divcoef_assets.resources import DivcoefResource
 
 
 @dg.asset(
-    partitions_def=probe_partitions, group_name=GROUP, kinds={"pytorch", "safetensors"}, code_version="1",
+    partitions_def=probe_partitions, group_name=GROUP, kinds={"pytorch", "safetensors"}, code_version=CHAIN_VERSION,
     description="A probe with a `pretrain` spec is trained here (GPT-2 architecture and tokenizer, a step "
-    "budget, safetensors) once per spec and reused; any other probe is recorded as the hub id or folder it loads.",
+    "budget, safetensors) once per spec and reused; any other probe is recorded as the hub id or folder it "
+    "loads. The data version is the weights' content fingerprint.",
 )
-def probe_network(context: dg.AssetExecutionContext, divcoef: DivcoefResource) -> dg.Output[dict]:
+def probe_network(context: dg.AssetExecutionContext, divcoef: DivcoefResource) -> dg.Output[ProbeRecord]:
     probe = context.partition_key
 
     def report(step: int, total: int, loss: float) -> None:
@@ -21,10 +23,7 @@ def probe_network(context: dg.AssetExecutionContext, divcoef: DivcoefResource) -
             context.log.info(f"pretrain step {step}/{total}, loss {loss:.3f}")
 
     record = pipeline.probe_network(divcoef.registry(), probe, divcoef.layout(), progress=report)
-    metadata = {"model": record["model"], "built_here": record["built_here"]}
-    if record["built_here"]:
-        metadata.update(final_loss=record["final_loss"], corpus_fingerprint=record["corpus_fingerprint"], seconds=record["seconds"])
-        version = record["pretrain_fingerprint"]
-    else:
-        version = record["probe_fingerprint"]
-    return dg.Output(record, data_version=dg.DataVersion(version), metadata=metadata)
+    metadata = {"model": record.model, "built_here": record.built_here, "weights_fingerprint": record.weights_fingerprint}
+    if record.built_here:
+        metadata.update(final_loss=record.final_loss, corpus_fingerprint=record.corpus_fingerprint, seconds=record.seconds)
+    return dg.Output(record, data_version=dg.DataVersion(record.weights_fingerprint), metadata=metadata)

@@ -32,6 +32,7 @@ from divcoef_assets.core.coefficient import (
 )
 from divcoef_assets.core.config import ProbeConfig
 from divcoef_assets.core.distance import cdist, pdist
+from divcoef_assets.core.fingerprint import digest
 from divcoef_assets.core.probe import Probe
 from divcoef_assets.core.task2vec import FisherNotFiniteError, embed_batch
 from divcoef_assets.core.tokenize import TokenBatch
@@ -63,25 +64,47 @@ def plan_jobs(config: ProbeConfig, n_batches: int | None = None) -> list[Embeddi
     return jobs
 
 
+def embedding_key(*, batch: str, probe: str, estimator: str, seed: int) -> str:
+    """Cache key of one embedding: the batch's content, the probe's identity (weights, special
+    ids), the estimator fingerprint (fields and engine version) and the Monte Carlo seed."""
+    return digest("embedding", batch, probe, estimator, seed, width=32)
+
+
 def compute_embeddings(
     config: ProbeConfig,
     jobs: Sequence[EmbeddingJob],
     batch_for: Callable[[int], TokenBatch],
     probe_loader: Callable[[], Probe],
     *,
-    data_fingerprint: str,
+    probe_identity: str,
     cache: EmbeddingCache,
     progress: ProgressCallback | None = None,
     label: str = "",
 ) -> list[BatchEmbedding]:
-    """Embeddings for `jobs`, from the cache where possible; new ones are cached at once."""
-    probe_fp = config.fingerprint()
-    rows: list[BatchEmbedding | None] = [cache.get(probe_fp, data_fingerprint, j.batch_index, j.repeat) for j in jobs]
+    """Embeddings for `jobs`, from the cache where the same computation was done before; new
+    ones are cached at once. The probe is loaded only when something is missing."""
+    estimator = config.estimator_fingerprint()
+    batches: dict[int, TokenBatch] = {}
+    batch_fps: dict[int, str] = {}
+    keys: list[str] = []
+    for job in jobs:
+        if job.batch_index not in batches:
+            batches[job.batch_index] = batch_for(job.batch_index)
+            batch_fps[job.batch_index] = batches[job.batch_index].fingerprint()
+        seed = embedding_seed(config.seed, job.batch_index, job.repeat)
+        keys.append(embedding_key(batch=batch_fps[job.batch_index], probe=probe_identity, estimator=estimator, seed=seed))
+    rows: list[BatchEmbedding | None] = [
+        cache.get(key, batch_index=j.batch_index, repeat=j.repeat, batch_fingerprint=batch_fps[j.batch_index])
+        for j, key in zip(jobs, keys)
+    ]
     missing = [k for k, row in enumerate(rows) if row is None]
+    prefix = f"{label}: " if label else ""
     log.info(
-        "%s%d embeddings needed, %d cached, %d to compute (probe %s, data %s)",
-        f"{label}: " if label else "", len(jobs), len(jobs) - len(missing), len(missing), config.name, data_fingerprint,
+        "%s%d embeddings needed, %d cached, %d to compute (probe %s)",
+        prefix, len(jobs), len(jobs) - len(missing), len(missing), config.name,
     )
+    if missing:
+        cache.ensure_writable()
     probe: Probe | None = None
     started = time.perf_counter()
     for done, k in enumerate(missing, start=1):
@@ -91,11 +114,11 @@ def compute_embeddings(
         seed = embedding_seed(config.seed, job.batch_index, job.repeat)
         t0 = time.perf_counter()
         try:
-            emb = embed_batch(probe, batch_for(job.batch_index), config, seed=seed)
+            emb = embed_batch(probe, batches[job.batch_index], config, seed=seed)
         except FisherNotFiniteError as exc:
             # Nothing is cached: a re-run after fixing the probe recomputes this embedding.
             raise FisherNotFiniteError(
-                f"{label + ': ' if label else ''}batch {job.batch_index}, repeat {job.repeat} with probe "
+                f"{prefix}batch {job.batch_index}, repeat {job.repeat} with probe "
                 f"{config.name!r} ({config.model}): {exc}; nothing was cached or recorded"
             ) from exc
         row = BatchEmbedding(
@@ -110,15 +133,17 @@ def compute_embeddings(
             seconds_fisher=emb.seconds_fisher,
             n_scored_tokens=emb.n_scored_tokens,
             layout=json.dumps([[e.module, e.start, e.stop] for e in emb.layout]),
+            key=keys[k],
+            batch_fingerprint=batch_fps[job.batch_index],
         )
-        cache.put(probe_fp, data_fingerprint, row)
+        cache.put(row)
         rows[k] = row
         seconds = time.perf_counter() - t0
         elapsed = time.perf_counter() - started
         eta = elapsed / done * (len(missing) - done)
         log.info(
             "%sembedding %d/%d (batch %d, repeat %d) in %.1fs (fine-tune %.1fs, Fisher %.1fs); ETA %.0fs",
-            f"{label}: " if label else "", done, len(missing), job.batch_index, job.repeat, seconds,
+            prefix, done, len(missing), job.batch_index, job.repeat, seconds,
             emb.seconds_finetune, emb.seconds_fisher, eta,
         )
         if progress is not None:
@@ -131,11 +156,8 @@ def sequential_embeddings(
     batch_for: Callable[[int], TokenBatch],
     probe_loader: Callable[[], Probe],
     *,
-    data_fingerprint: str,
-    cache: EmbeddingCache,
     max_batches: int | None = None,
-    progress: ProgressCallback | None = None,
-    label: str = "",
+    **common,
 ) -> list[BatchEmbedding]:
     """Embeddings for sequential stopping: add batches until the interval is narrow enough.
 
@@ -153,20 +175,17 @@ def sequential_embeddings(
             loaded.append(probe_loader())
         return loaded[0]
 
-    jobs = plan_jobs(config, n)
-    rows = compute_embeddings(config, jobs, batch_for, loader, data_fingerprint=data_fingerprint, cache=cache, progress=progress, label=label)
+    rows = compute_embeddings(config, plan_jobs(config, n), batch_for, loader, **common)
     while True:
         estimate = diversity_from_matrix(pdist(main_vectors(rows), metric=config.distance))
         half = (estimate.ci_high - estimate.ci_low) / 2
         if half <= config.target_half_width or n >= limit:
             log.info(
                 "%ssequential stopping at %d batches: half-width %.4f (target %.4f, limit %d)",
-                f"{label}: " if label else "", n, half, config.target_half_width, limit,
+                f"{common.get('label')}: " if common.get("label") else "", n, half, config.target_half_width, limit,
             )
             return rows
-        rows += compute_embeddings(
-            config, [EmbeddingJob(n, 0)], batch_for, loader, data_fingerprint=data_fingerprint, cache=cache, progress=progress, label=label
-        )
+        rows += compute_embeddings(config, [EmbeddingJob(n, 0)], batch_for, loader, **common)
         n += 1
 
 

@@ -1,21 +1,21 @@
-"""Per-batch embedding cache: every Task2Vec embedding is computed once.
+"""Per-batch embedding cache, addressed by content: every Task2Vec embedding is computed once.
 
-An embedding costs seconds to minutes, so each one is stored the moment it is computed, under a
-key that holds everything its value depends on:
+An embedding costs seconds to minutes, so each one is stored the moment it is computed. Its key
+is derived from exactly what determines its value (`core.audit.embedding_key`): the token batch's
+bytes (ids and mask), the probe's weights and special ids, every estimator field, the engine
+version and the embedding's Monte Carlo seed. Names, partition keys and registry labels are not
+part of it, so an entry is reused only for the same computation, whatever it is called:
 
-    <root>/<probe fingerprint>/<data fingerprint>/b<batch index>-r<repeat>.safetensors
+    <root>/<key[:2]>/<key>.safetensors
 
-(the seed is derived from the probe config's seed, batch index and repeat, all in the key).
-Files are safetensors (no pickle) with the losses, timings and layout in their metadata, written
-to a temporary name and renamed, so a killed run never leaves a half-written entry: a re-run
-finds either a whole entry or none and computes only what is missing.
+Files are safetensors (no pickle) with the losses and timings in their metadata, written through
+`core.atomic` (temporary name, then rename), so a killed run never leaves a half-written entry.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +23,15 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from divcoef_assets.core.atomic import TMP_PREFIX, write_atomic
+from divcoef_assets.core.fingerprint import is_fingerprint
+
 log = logging.getLogger(__name__)
 
-_HEX = set("0123456789abcdef")
+
+
+class CacheNotWritableError(OSError):
+    """The embedding cache folder cannot be written; the message names it and how to move it."""
 
 
 @dataclass(frozen=True)
@@ -43,77 +49,61 @@ class BatchEmbedding:
     seconds_fisher: float
     n_scored_tokens: int
     layout: str  # JSON list of [module, start, stop]
+    key: str = ""  # the cache key: what this embedding was computed from
+    batch_fingerprint: str = ""  # content of the token batch (ids and mask)
     cached: bool = False  # True when read from the cache rather than computed in this run
 
 
-def _check_fingerprint(value: str, what: str) -> str:
-    if not value or len(value) > 64 or not set(value) <= _HEX:
-        raise ValueError(f"{what} fingerprint must be lowercase hex (got {value!r})")
-    return value
+_META_FLOATS = ("finetune_loss_first", "finetune_loss_last", "fisher_loss", "seconds_finetune", "seconds_fisher")
 
 
 class EmbeddingCache:
-    """A folder of per-batch embeddings keyed by (probe, data, batch index, repeat)."""
+    """A folder of per-batch embeddings addressed by content keys."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
-    def path(self, probe_fp: str, data_fp: str, batch_index: int, repeat: int) -> Path:
-        _check_fingerprint(probe_fp, "probe")
-        _check_fingerprint(data_fp, "data")
-        if batch_index < 0 or repeat < 0:
-            raise ValueError("batch index and repeat must be non-negative")
-        return self.root / probe_fp / data_fp / f"b{batch_index:05d}-r{repeat}.safetensors"
+    def path(self, key: str) -> Path:
+        if not is_fingerprint(key) or len(key) < 16:
+            raise ValueError(f"an embedding cache key is 16 to 64 lowercase hex digits, got {key!r}")
+        return self.root / key[:2] / f"{key}.safetensors"
 
-    def get(self, probe_fp: str, data_fp: str, batch_index: int, repeat: int) -> BatchEmbedding | None:
-        path = self.path(probe_fp, data_fp, batch_index, repeat)
+    def get(self, key: str, *, batch_index: int, repeat: int, batch_fingerprint: str = "") -> BatchEmbedding | None:
+        path = self.path(key)
         if not path.exists():
             return None
         try:
             with safe_open(str(path), framework="np") as fh:
                 meta = fh.metadata()
                 vector = fh.get_tensor("vector")
-        except (SafetensorError, OSError, ValueError, KeyError) as exc:
+            values = {name: float(meta[name]) for name in _META_FLOATS}
+            seed, n_scored, layout = int(meta["seed"]), int(meta["n_scored_tokens"]), meta["layout"]
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring unreadable cache entry %s (%s); it will be recomputed", path, exc)
             return None
         return BatchEmbedding(
-            batch_index=batch_index,
-            repeat=repeat,
-            seed=int(meta["seed"]),
-            vector=vector,
-            finetune_loss_first=float(meta["finetune_loss_first"]),
-            finetune_loss_last=float(meta["finetune_loss_last"]),
-            fisher_loss=float(meta["fisher_loss"]),
-            seconds_finetune=float(meta["seconds_finetune"]),
-            seconds_fisher=float(meta["seconds_fisher"]),
-            n_scored_tokens=int(meta["n_scored_tokens"]),
-            layout=meta["layout"],
-            cached=True,
+            batch_index=batch_index, repeat=repeat, seed=seed, vector=vector, n_scored_tokens=n_scored,
+            layout=layout, key=key, batch_fingerprint=batch_fingerprint, cached=True, **values,
         )
 
-    def put(self, probe_fp: str, data_fp: str, row: BatchEmbedding) -> Path:
-        path = self.path(probe_fp, data_fp, row.batch_index, row.repeat)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "seed": str(row.seed),
-            "finetune_loss_first": repr(row.finetune_loss_first),
-            "finetune_loss_last": repr(row.finetune_loss_last),
-            "fisher_loss": repr(row.fisher_loss),
-            "seconds_finetune": repr(row.seconds_finetune),
-            "seconds_fisher": repr(row.seconds_fisher),
-            "n_scored_tokens": str(row.n_scored_tokens),
-            "layout": row.layout,
-        }
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file({"vector": np.ascontiguousarray(row.vector, dtype=np.float32)}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+    def put(self, row: BatchEmbedding) -> Path:
+        meta = {name: repr(getattr(row, name)) for name in _META_FLOATS}
+        meta.update(seed=str(row.seed), n_scored_tokens=str(row.n_scored_tokens), layout=row.layout)
+        vector = {"vector": np.ascontiguousarray(row.vector, dtype=np.float32)}
+        return write_atomic(self.path(row.key), lambda tmp: save_file(vector, tmp, metadata=meta))
 
-    def count(self, probe_fp: str, data_fp: str) -> int:
-        folder = self.root / _check_fingerprint(probe_fp, "probe") / _check_fingerprint(data_fp, "data")
-        return len(list(folder.glob("b*-r*.safetensors"))) if folder.exists() else 0
+    def ensure_writable(self) -> None:
+        """Fail before any computation if entries could not be stored."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f"{TMP_PREFIX}write-check-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise CacheNotWritableError(
+                f"the embedding cache {self.root} is not writable ({exc.strerror or exc}); point it at a writable "
+                f"folder with $DIVCOEF_CACHE or --cache-dir (the Dagster resource's cache_dir)"
+            ) from exc
+
+    def count(self) -> int:
+        return sum(1 for p in self.root.glob("*/*.safetensors") if not p.name.startswith(".")) if self.root.exists() else 0

@@ -13,12 +13,12 @@ weight decay 1e-4, loader batches of 8, sequences of 128 tokens) except where th
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from divcoef_assets.core.fingerprint import digest
 
 FisherEstimator = Literal["mc", "mc_head_exact"]
 ProbeInit = Literal["pretrained", "random"]
@@ -61,6 +61,15 @@ def _is_finite_non_negative(value: object) -> bool:
         and (isinstance(value, int) or math.isfinite(value))
         and value >= 0
     )
+
+
+# The fields of the fine-tune and Fisher steps (the estimator part of an embedding's cache key).
+ESTIMATOR_FIELDS: tuple[str, ...] = (
+    "epochs", "lr", "adam_eps", "weight_decay", "loader_batch_size", "fisher", "fisher_samples", "fisher_squares",
+    "reference_compat", "finetune", "precision",
+)
+# The fields that decide which token batches are drawn from a snapshot.
+SAMPLING_FIELDS: tuple[str, ...] = ("tokenizer", "seq_len", "batch_size", "n_batches", "seed")
 
 
 @dataclass(frozen=True)
@@ -184,14 +193,34 @@ class ProbeConfig:
         return data
 
     def fingerprint(self) -> str:
-        """Stable 16-hex digest of `numeric_fields()`: the probe part of every cache key.
+        """Stable 16-hex digest of `numeric_fields()` and the engine version: the probe
+        configuration a coefficient row is recorded under.
 
         `n_batches`, `noise_repeats`, `noise_batches` and `distance` are excluded: they decide
-        which embeddings are used and how they are compared, not what any one embedding is, so
-        raising them reuses every embedding already computed.
+        which embeddings are used and how they are compared, not what any one embedding is.
         """
-        payload = json.dumps({"engine": ENGINE_VERSION, **self.numeric_fields()}, sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return digest({"engine": ENGINE_VERSION, **self.numeric_fields()})
+
+    def estimator_fields(self) -> dict[str, Any]:
+        """What the engine does to one token batch with given probe weights: the estimator part
+        of every embedding's cache key (batch content, weights and seed are the other parts)."""
+        return {name: getattr(self, name) for name in ESTIMATOR_FIELDS}
+
+    def estimator_fingerprint(self) -> str:
+        return digest({"engine": ENGINE_VERSION, **self.estimator_fields()})
+
+    def settings_fingerprint(self) -> str:
+        """Every field but `name`, `description` and `device`: equal for two configs that would
+        record the same coefficient. Each audit step compares it with its upstream's, so a
+        registry edit between steps is caught instead of mixing settings."""
+        data = dataclasses.asdict(self)
+        for key in ("name", "description", "device"):
+            data.pop(key)
+        return digest({"engine": ENGINE_VERSION, **data})
+
+    def sampling_fields(self) -> dict[str, Any]:
+        """What decides the token batches drawn from a snapshot."""
+        return {name: getattr(self, name) for name in SAMPLING_FIELDS}
 
     def replace(self, **changes: Any) -> "ProbeConfig":
         return dataclasses.replace(self, **changes)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from divcoef_assets.core.config import ProbeConfig
+from divcoef_assets.core.fingerprint import digest, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,51 @@ def load_probe(config: ProbeConfig, *, eos_id: int | None = None, pad_id: int | 
         config.name, config.model, config.init, n_params / 1e6, head_name, " tied to input embedding" if probe.tied_head else "", device,
     )
     return probe
+
+
+def weights_fingerprint(config: ProbeConfig) -> str:
+    """Content of the probe's starting weights, without loading the model.
+
+    A local folder: its config.json and safetensors files, byte for byte. A hub id: the same
+    files of the locally cached snapshot (fetched first when the hub is reachable, as loading
+    would). A random initialisation: the architecture, its overrides, the seed and the library
+    versions that draw the weights.
+    """
+    import transformers
+
+    overrides = config.extra.get("config", {})
+    if config.init == "random":
+        if config.model.startswith("arch:"):
+            origin: object = config.model
+        else:
+            origin = file_digest(_weights_folder(config) / "config.json")
+        return digest("random", origin, overrides, config.seed, torch.__version__, transformers.__version__)
+    folder = _weights_folder(config)
+    files = sorted(p for p in folder.iterdir() if p.name == "config.json" or p.name.endswith((".safetensors", ".safetensors.index.json")))
+    return digest("pretrained", [[p.name, file_digest(p)] for p in files], overrides)
+
+
+def _weights_folder(config: ProbeConfig) -> Path:
+    if _is_local(config.model):
+        folder = Path(_expand(config.model))
+        _check_local_folder(folder)
+        return folder
+    try:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["config.json", "*.safetensors", "*.safetensors.index.json"]
+        try:
+            return Path(snapshot_download(config.model, allow_patterns=patterns, local_files_only=True))
+        except Exception:  # not cached yet: fetch it the way from_pretrained would
+            return Path(snapshot_download(config.model, allow_patterns=patterns))
+    except Exception as exc:  # noqa: BLE001 - any hub failure means the probe cannot be loaded either
+        raise ProbeLoadError(_unreachable(config, exc)) from exc
+
+
+def probe_identity(config: ProbeConfig, tokenizer) -> str:
+    """The probe part of every embedding's cache key: starting weights plus the pad and eos ids
+    the engine uses (they decide which positions are scored)."""
+    return digest("probe", weights_fingerprint(config), int(tokenizer.pad_id), int(tokenizer.eos_id))
 
 
 def load_probe_for(config: ProbeConfig, tokenizer) -> Probe:

@@ -11,7 +11,7 @@ Parquet file with columns
 dropping documents that are None, empty or whitespace only (the paper drops empty lines) and
 counting them. Rows go out in row groups of `chunk_rows` (or fewer when the texts are long), so
 memory stays flat however large the corpus; the file is written beside its destination and moved
-into place with `os.replace`, so a crash never leaves a half-written snapshot.
+into place atomically (`core.atomic`), so a crash never leaves a half-written snapshot.
 
 The content fingerprint is sha256 over every kept (source, text) pair with length framing, so no
 two different sequences of documents share a digest; its first 16 hex digits name the snapshot in
@@ -27,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +37,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from divcoef_assets.core.atomic import atomic_path, write_text_atomic
+from divcoef_assets.core.fingerprint import digest
 from divcoef_assets.core.sampling import NotEnoughTextsError
 from divcoef_assets.core.sources import MIXTURE_MODES, SyntheticSource, source_to_dict
 
@@ -121,12 +121,6 @@ def _frame(data: bytes) -> bytes:
     return len(data).to_bytes(8, "big") + data
 
 
-def _atomic_target(out_path: Path) -> tuple[Path, int]:
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    return Path(temp_name), handle
-
-
 def write_snapshot(
     texts: Iterable[tuple[str, str | None]],
     out_path: str | Path,
@@ -144,9 +138,7 @@ def write_snapshot(
     if not isinstance(chunk_rows, int) or chunk_rows <= 0:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     out_path = Path(out_path)
-    temp_path, handle = _atomic_target(out_path)
-    os.close(handle)
-    digest = hashlib.sha256(_FINGERPRINT_TAG)
+    content = hashlib.sha256(_FINGERPRINT_TAG)
     counts: dict[str, int] = {}
     n_documents = n_dropped = n_chars = n_row_groups = 0
     sources: list[str] = []
@@ -168,7 +160,7 @@ def write_snapshot(
         n_row_groups += 1
         sources, bodies, chunk_chars = [], [], 0
 
-    try:
+    with atomic_path(out_path) as temp_path:
         with pq.ParquetWriter(temp_path, SNAPSHOT_SCHEMA, compression="zstd") as writer:
             for position, pair in enumerate(texts):
                 if not (isinstance(pair, tuple) and len(pair) == 2):
@@ -192,8 +184,8 @@ def write_snapshot(
                         f"item {position} (source {source!r}): the text holds a lone surrogate at "
                         f"character {exc.start}, which UTF-8 cannot store; fix the record"
                     ) from None
-                digest.update(_frame(source.encode("utf-8")))
-                digest.update(_frame(encoded))
+                content.update(_frame(source.encode("utf-8")))
+                content.update(_frame(encoded))
                 counts[source] = counts.get(source, 0) + 1
                 n_documents += 1
                 n_chars += len(text)
@@ -211,7 +203,7 @@ def write_snapshot(
                 )
             info = SnapshotInfo(
                 path=out_path,
-                fingerprint=digest.hexdigest()[:16],
+                fingerprint=content.hexdigest()[:16],
                 n_documents=n_documents,
                 n_dropped_empty=n_dropped,
                 n_chars=n_chars,
@@ -221,10 +213,6 @@ def write_snapshot(
             footer = info.to_metadata()
             footer.pop("path")
             writer.add_key_value_metadata({_META_KEY: json.dumps(footer).encode()})
-        os.replace(temp_path, out_path)
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        raise
     logger.info(
         "snapshot %s: %d documents (%d empty dropped), %d chars, fingerprint %s",
         out_path,
@@ -321,19 +309,10 @@ def synthetic_snapshot(spec: SyntheticSource, out_path: str | Path | None = None
     if not isinstance(spec, SyntheticSource):
         raise TypeError(f"synthetic_snapshot needs a SyntheticSource, got {type(spec).__name__}")
     params = source_to_dict(spec)
-    payload = json.dumps({"tag": _SYNTHETIC_TAG, **params}, sort_keys=True)
-    fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:16]
+    fingerprint = digest({"tag": _SYNTHETIC_TAG, **params})
     path = None
     if out_path is not None:
-        path = Path(out_path)
-        temp_path, handle = _atomic_target(path)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump({"fingerprint": fingerprint, "spec": params}, stream, sort_keys=True, indent=2)
-            os.replace(temp_path, path)
-        except BaseException:
-            temp_path.unlink(missing_ok=True)
-            raise
+        path = write_text_atomic(out_path, json.dumps({"fingerprint": fingerprint, "spec": params}, sort_keys=True, indent=2))
     return SyntheticSnapshotInfo(
         fingerprint=fingerprint,
         kind=spec.kind,

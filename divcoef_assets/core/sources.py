@@ -34,10 +34,12 @@ import logging
 import math
 import re
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+
+from divcoef_assets.core.fingerprint import digest
 
 logger = logging.getLogger(__name__)
 
@@ -817,3 +819,63 @@ def _iter_duckdb(spec: DuckDBSource, base: Path) -> Iterator[str]:
                 yield _check_text(record[index], f"{database}, query row {row}")
     finally:
         connection.close()
+
+
+# ----------------------------------------------------------------------------- source versions
+
+
+def _stat_entry(path: Path) -> list[Any]:
+    st = path.stat()
+    return [str(path), st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _files_version(spec: FilesSource, base: Path) -> list[Any]:
+    return [_stat_entry(p) for p in _matched_files(spec, base)]  # the reader's own resolution
+
+
+def _duckdb_version(spec: DuckDBSource, base: Path) -> list[Any]:
+    database = _resolve(spec.database, base)
+    # Committed rows can sit in the write-ahead log until a checkpoint: it is part of the content.
+    return [_stat_entry(p) if p.exists() else [str(p), "absent"] for p in (database, Path(f"{database}.wal"))]
+
+
+def _huggingface_version(spec: HuggingFaceSource, base: Path) -> list[Any]:
+    local = _resolve(spec.path, base)
+    if local.is_dir():
+        return [_stat_entry(p) for p in sorted(local.rglob("*")) if p.is_file()]
+    return ["hub", spec.path]  # a hub dataset cannot be checked cheaply: its spec is its version
+
+
+def _synthetic_version(spec: SyntheticSource, base: Path) -> list[Any]:
+    return []  # generated from the spec alone
+
+
+_VERSION_RULES: dict[type, Any] = {
+    FilesSource: _files_version,
+    DuckDBSource: _duckdb_version,
+    HuggingFaceSource: _huggingface_version,
+    SyntheticSource: _synthetic_version,
+}
+
+
+def source_version(spec: SourceSpec | DatasetSpec, base_dir: str | Path, *, component_versions: Sequence[str] = ()) -> str:
+    """A cheap identity of what reading `spec` would return: the spec plus the identity (path,
+    inode, size, modification time) of every file the reader would open, resolved by the
+    reader's own rules. A mixture's version is its spec plus its components' versions, which
+    the caller passes in `component_versions`.
+
+    A source that cannot be resolved (a missing file, say) gets a version that names the
+    problem, so it differs from any readable state and the reader reports the error itself.
+    """
+    source = spec.source if isinstance(spec, DatasetSpec) else spec
+    if isinstance(source, MixtureSource):
+        state: Any = list(component_versions)
+    else:
+        rule = _VERSION_RULES.get(type(source))
+        if rule is None:
+            raise SourceSpecError(f"no version rule for source type {type(source).__name__}: add one to _VERSION_RULES")
+        try:
+            state = rule(source, Path(base_dir))
+        except (SourceError, OSError) as exc:
+            state = ["unreadable", type(exc).__name__, str(exc)]
+    return digest(source_to_dict(source), state)

@@ -27,6 +27,8 @@ import numpy as np
 import tokenizers
 from tokenizers import AddedToken, decoders, models, pre_tokenizers
 
+from divcoef_assets.core.fingerprint import array_digest
+
 logger = logging.getLogger(__name__)
 
 GPT2_SPECS = frozenset({"gpt2", "gpt2-offline"})
@@ -337,6 +339,10 @@ class TokenBatch:
             raise ValueError(f"input_ids must be non-negative, found {self.input_ids.min()}")
         if not np.isin(self.attention_mask, (0, 1)).all():
             raise ValueError("attention_mask may only hold 0 (pad) and 1 (real token)")
+
+    def fingerprint(self) -> str:
+        """Content of the batch (ids and mask, as int64): the data part of its embeddings' cache key."""
+        return array_digest(self.input_ids, self.attention_mask)
 
     @property
     def n_sequences(self) -> int:

@@ -142,7 +142,7 @@ def test_enormous_single_document_is_truncated(tmp_path, small_probe_dir):
     result = run_audit(tmp_path, registry, "big")
     assert result.success
     assert time.perf_counter() - started < 60
-    assert result.output_for_node("dataset_snapshot")["n_chars"] > 20_000_000
+    assert result.output_for_node("dataset_snapshot").n_chars > 20_000_000
     assert coefficient_rows(tmp_path, "big") == 1
 
 

@@ -22,7 +22,7 @@ from divcoef_assets.core.cache import BatchEmbedding, EmbeddingCache
 from divcoef_assets.core.config import ProbeConfig
 
 N_BATCHES = 8
-ENTRY = re.compile(r"b\d{5}-r\d+\.safetensors")
+ENTRY = re.compile(r"[0-9a-f]{32}\.safetensors")
 
 SCRIPT = """
 import json, sys
@@ -98,10 +98,13 @@ def test_sigkill_mid_run_then_resume_computes_only_the_missing_batches(tmp_path,
     np.testing.assert_array_equal(resumed.matrix, fresh.matrix)
 
 
-def _row(batch_index=0) -> BatchEmbedding:
+KEY_A, KEY_B = "ab" * 16, "cd" * 16
+
+
+def _row(batch_index=0, key=KEY_A) -> BatchEmbedding:
     return BatchEmbedding(batch_index=batch_index, repeat=0, seed=1, vector=np.arange(4, dtype=np.float32),
                           finetune_loss_first=1.0, finetune_loss_last=0.5, fisher_loss=2.0, seconds_finetune=0.1,
-                          seconds_fisher=0.1, n_scored_tokens=10, layout="[]")
+                          seconds_fisher=0.1, n_scored_tokens=10, layout="[]", key=key)
 
 
 def test_put_leaves_no_file_when_the_write_fails(tmp_path, monkeypatch):
@@ -113,9 +116,9 @@ def test_put_leaves_no_file_when_the_write_fails(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cache_module, "save_file", failing_save)
     with pytest.raises(OSError, match="No space left"):
-        cache.put("ab" * 8, "cd" * 8, _row())
+        cache.put(_row())
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
-    assert cache.get("ab" * 8, "cd" * 8, 0, 0) is None
+    assert cache.get(KEY_A, batch_index=0, repeat=0) is None
 
 
 def test_put_leaves_no_file_when_interrupted(tmp_path, monkeypatch):
@@ -127,16 +130,17 @@ def test_put_leaves_no_file_when_interrupted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cache_module, "save_file", interrupted_save)
     with pytest.raises(KeyboardInterrupt):
-        cache.put("ab" * 8, "cd" * 8, _row())
+        cache.put(_row())
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 def test_get_ignores_temporary_and_unreadable_files(tmp_path):
     cache = EmbeddingCache(tmp_path)
-    path = cache.put("ab" * 8, "cd" * 8, _row(0))
+    path = cache.put(_row(0))
     (path.parent / ".tmp-killed.safetensors").write_bytes(b"\x00" * 7)  # a run killed mid-write
-    assert cache.count("ab" * 8, "cd" * 8) == 1
-    assert cache.get("ab" * 8, "cd" * 8, 0, 0).cached
-    torn = cache.path("ab" * 8, "cd" * 8, 1, 0)
+    assert cache.count() == 1
+    assert cache.get(KEY_A, batch_index=0, repeat=0).cached
+    torn = cache.path(KEY_B)
+    torn.parent.mkdir(parents=True, exist_ok=True)
     torn.write_bytes(path.read_bytes()[:20])  # a torn entry (e.g. a crash without fsync)
-    assert cache.get("ab" * 8, "cd" * 8, 1, 0) is None
+    assert cache.get(KEY_B, batch_index=1, repeat=0) is None
