@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/corpus_size.py [--sizes 1 10 100] [--repeats 3]
 
-Builds JSON Lines corpora of 1x, 10x and 100x the shared King James Bible corpus (the file
+Builds JSON Lines corpora of 1x, 10x and 100x the shipped King James Bible corpus (the file
 repeated, each copy's ids made unique), then, in a fresh process per measurement, streams the
 file into a snapshot (`core.snapshot.write_snapshot`) and reads 10 sampled batches of 512
 documents back (`core.sampling.batch_indices` + `core.snapshot.read_texts`). Prints the median
@@ -14,6 +14,7 @@ against 1x (1.0 = linear), and writes them as the "Corpus size" section of BENCH
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import statistics
 import subprocess
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from sections import replace_section  # noqa: E402
 
-BIBLE = ROOT.parent / "shared" / "corpora" / "bible_kjv.jsonl"
+BIBLE = ROOT / "data" / "corpora" / "bible_kjv.jsonl.gz"
 
 CHILD = r"""
 import json, resource, sys, time
@@ -49,7 +50,8 @@ print(json.dumps({"docs": info.n_documents, "snapshot_s": t1 - t0, "sample_s": t
 
 def build(copies: int, folder: Path) -> Path:
     path = folder / f"bible_x{copies}.jsonl"
-    lines = BIBLE.read_text(encoding="utf-8").splitlines()
+    with gzip.open(BIBLE, "rt", encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
     with open(path, "w", encoding="utf-8") as out:
         for c in range(copies):
             for line in lines:
@@ -107,7 +109,7 @@ def main(argv=None) -> int:
     command = "python benchmarks/corpus_size.py" + (f" --sizes {' '.join(map(str, args.sizes))}" if args.sizes != [1, 10, 100] else "") + (
         f" --repeats {args.repeats}" if args.repeats != 3 else "")
     replace_section(ROOT / "BENCHMARKS.md", "Corpus size", "\n".join([
-        f"Produced by `{command}` ({(time.perf_counter() - started) / 60:.1f} min): the shared King James Bible corpus "
+        f"Produced by `{command}` ({(time.perf_counter() - started) / 60:.1f} min): the shipped King James Bible corpus "
         f"repeated {sizes} times (ids made unique), streamed into a snapshot, then 10 batches of 512 documents read "
         f"back by sampled index; a fresh process per measurement, medians of {args.repeats}. Peak RSS is the whole "
         "process (Python, pyarrow and the project's imports included).",

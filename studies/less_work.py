@@ -69,15 +69,12 @@ DEFAULT_VARIANTS = tuple(VARIANTS)
 def run_variant(registry, probe: str, layout) -> dict:
     out = {}
     for name in REAL:
-        snap = pipeline.snapshot(registry, name, layout)
-        batches = pipeline.token_batches(registry, name, probe, snap, layout)
-        emb = pipeline.embeddings(registry, name, probe, batches, layout)
-        dist = pipeline.distance_matrix(registry, name, probe, emb, layout)
-        coef = pipeline.coefficient(registry, name, probe, dist)
-        rows = pipeline.read_embedding_rows(emb["path"])
+        outcome = pipeline.audit_partition(registry, name, probe, layout)
+        coef = dataclasses.asdict(outcome.record)
+        rows = outcome.result.embeddings
         seconds = [r.seconds_finetune + r.seconds_fisher for r in rows]
         coef.update(
-            n_batches=dist["n_batches"], n_embeddings=len(rows), compute_seconds=float(sum(seconds)),
+            n_batches=outcome.distances.n_batches, n_embeddings=len(rows), compute_seconds=float(sum(seconds)),
             seconds_per_embedding=float(statistics.median(seconds)),
             half_width=(coef["ci_high"] - coef["ci_low"]) / 2,
         )

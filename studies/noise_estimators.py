@@ -3,7 +3,7 @@
     .venv/bin/python studies/noise_estimators.py PROBE_FOLDER --fisher mc_head_exact \
         --squares sequence --samples 2 [--epochs 2 --batch-size 32 --seq-len 64 --n-batches 6]
 
-For bible, fortunes and jargon (../shared/corpora) prints the diversity coefficient with its
+For bible, fortunes and jargon (data/corpora) prints the diversity coefficient with its
 interval, the noise floor (distance between two embeddings of the same batch, 2 batches), the
 noise-corrected value, the cross-diversity of bible and jargon, and the noise share (largest
 noise floor / smallest coefficient). Used to choose the default probe's estimator.
@@ -12,6 +12,7 @@ noise floor / smallest coefficient). Used to choose the default probe's estimato
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import logging
 import sys
@@ -25,7 +26,7 @@ from divcoef_assets.api import diversity_coefficient  # noqa: E402
 from divcoef_assets.core.audit import cross_summarize  # noqa: E402
 from divcoef_assets.core.config import ProbeConfig  # noqa: E402
 
-CORPORA = ROOT.parent / "shared" / "corpora"
+CORPORA = ROOT / "data" / "corpora"
 
 
 def main(argv=None) -> int:
@@ -49,7 +50,8 @@ def main(argv=None) -> int:
     results = {}
     started = time.time()
     for name in ("bible_kjv", "fortunes", "jargon"):
-        texts = [json.loads(line)["text"] for line in open(CORPORA / f"{name}.jsonl", encoding="utf-8")]
+        with gzip.open(CORPORA / f"{name}.jsonl.gz", "rt", encoding="utf-8") as fh:
+            texts = [json.loads(line)["text"] for line in fh]
         r = diversity_coefficient(texts, probe=config, cache_dir=args.cache_dir)
         results[name] = r
         print(f"{name:10s} div {r.value:.4f} [{r.estimate.ci_low:.4f},{r.estimate.ci_high:.4f}] noise {r.noise.value:.4f} "

@@ -52,20 +52,12 @@ def spearman(x, y) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def audit(registry, name, probe, layout):
-    snap = pipeline.snapshot(registry, name, layout)
-    batches = pipeline.token_batches(registry, name, probe, snap, layout)
-    emb = pipeline.embeddings(registry, name, probe, batches, layout)
-    dist = pipeline.distance_matrix(registry, name, probe, emb, layout)
-    coef = pipeline.coefficient(registry, name, probe, dist)
-    coef["snapshot_path"] = snap["path"]
-    coef["embeddings_path"] = emb["path"]
-    coef["distances_path"] = dist["path"]
-    return coef
+def audit(registry, name, probe, layout) -> pipeline.AuditOutcome:
+    return pipeline.audit_partition(registry, name, probe, layout)
 
 
 def fmt(c) -> str:
-    return f"{c['value']:.4f} [{c['ci_low']:.4f}, {c['ci_high']:.4f}]"
+    return f"{c.value:.4f} [{c.ci_low:.4f}, {c.ci_high:.4f}]"
 
 
 def main(argv=None) -> int:
@@ -86,18 +78,19 @@ def main(argv=None) -> int:
     pipeline.probe_network(registry, probe, layout)
 
     names = ("lower-bound", "upper-bound", *REAL, *GINC_CONCEPTS, *GINC_VOCAB, "mix-bible-jargon", "concat-bible-jargon")
-    res = {name: audit(registry, name, probe, layout) for name in names}
-    res2 = {name: audit(registry, name, seeded.name, layout) for name in REAL}
+    outcomes = {name: audit(registry, name, probe, layout) for name in names}
+    res = {name: o.record for name, o in outcomes.items()}
+    res2 = {name: audit(registry, name, seeded.name, layout).record for name in REAL}
     report, ok = [], {}
 
     low, high = res["lower-bound"], res["upper-bound"]
-    ok[1] = all(low["value"] < res[n]["value"] < high["value"] for n in REAL)
+    ok[1] = all(low.value < res[n].value < high.value for n in REAL)
     report.append(f"1. lower {fmt(low)} < " + ", ".join(f"{n} {fmt(res[n])}" for n in REAL) + f" < upper {fmt(high)}: {'PASS' if ok[1] else 'FAIL'}")
 
     concepts = [int(n.split("c")[-1]) for n in GINC_CONCEPTS]
-    rho_c = spearman(concepts, [res[n]["value"] for n in GINC_CONCEPTS])
+    rho_c = spearman(concepts, [res[n].value for n in GINC_CONCEPTS])
     vocab = [int(n.split("v")[-1]) for n in GINC_VOCAB]
-    rho_v = spearman(vocab, [res[n]["value"] for n in GINC_VOCAB])
+    rho_v = spearman(vocab, [res[n].value for n in GINC_VOCAB])
     ok[2] = rho_c >= 0.9 and rho_v > 0
     report.append(
         "2. GINC concepts " + ", ".join(f"{c}: {fmt(res[n])}" for c, n in zip(concepts, GINC_CONCEPTS))
@@ -106,16 +99,16 @@ def main(argv=None) -> int:
     )
 
     cross = pipeline.cross(registry, probe, layout)
-    pairs = {(p["dataset_a"], p["dataset_b"]): p for p in cross["pairs"]}
+    pairs = {(p.dataset_a, p.dataset_b): p for p in cross.pairs}
     cross_lines, cross_ok = [], True
     for a, b in (("bible", "fortunes"), ("bible", "jargon"), ("fortunes", "jargon")):
         p = pairs[(a, b)]
-        passed = p["value"] > max(res[a]["value"], res[b]["value"])
+        passed = p.value > max(res[a].value, res[b].value)
         cross_ok &= passed
-        cross_lines.append(f"cross({a}, {b}) {p['value']:.4f} [{p['ci_low']:.4f}, {p['ci_high']:.4f}] vs {res[a]['value']:.4f}, {res[b]['value']:.4f}")
-    concat = res["concat-bible-jargon"]
-    D = pipeline.read_matrix(concat["distances_path"])
-    sources = source_index(concat["snapshot_path"])
+        cross_lines.append(f"cross({a}, {b}) {p.value:.4f} [{p.ci_low:.4f}, {p.ci_high:.4f}] vs {res[a].value:.4f}, {res[b].value:.4f}")
+    concat = outcomes["concat-bible-jargon"]
+    D = concat.result.matrix
+    sources = source_index(concat.snapshot.path)
     spec = registry.dataset("concat-bible-jargon").source
     origin = [sources[mixture_batch_indices(sources, spec.weight_map, spec.mode, config.batch_size, i, config.seed)[0]] for i in range(D.shape[0])]
     iu = np.triu_indices(D.shape[0], k=1)
@@ -128,8 +121,8 @@ def main(argv=None) -> int:
         f"between-source mean {between.mean():.4f} (n={between.size}): {'PASS' if ok[3] else 'FAIL'}"
     )
 
-    floors = {n: res[n]["noise_floor"] for n in REAL}
-    smallest = min(res[n]["value"] for n in REAL)
+    floors = {n: res[n].noise_floor for n in REAL}
+    smallest = min(res[n].value for n in REAL)
     share = max(floors.values()) / smallest
     ok[4] = share <= 1 / 3
     report.append(
@@ -139,22 +132,22 @@ def main(argv=None) -> int:
 
     mix = res["mix-bible-jargon"]
     larger = "bible"  # the component with weight 3
-    ok[5] = mix["value"] >= res[larger]["value"]
+    ok[5] = mix.value >= res[larger].value
     report.append(f"5. mix 3:1 bible:jargon {fmt(mix)} vs bible {fmt(res[larger])}, jargon {fmt(res['jargon'])}: {'PASS' if ok[5] else 'FAIL'}")
 
-    rank1 = sorted(REAL, key=lambda n: res[n]["value"])
-    rank2 = sorted(REAL, key=lambda n: res2[n]["value"])
+    rank1 = sorted(REAL, key=lambda n: res[n].value)
+    rank2 = sorted(REAL, key=lambda n: res2[n].value)
     ok[6] = rank1 == rank2
     report.append(
-        f"6. seed {config.seed}: " + " < ".join(f"{n} {res[n]['value']:.4f}" for n in rank1)
-        + f"; seed {seeded.seed}: " + " < ".join(f"{n} {res2[n]['value']:.4f}" for n in rank2) + f": {'PASS' if ok[6] else 'FAIL'}"
+        f"6. seed {config.seed}: " + " < ".join(f"{n} {res[n].value:.4f}" for n in rank1)
+        + f"; seed {seeded.seed}: " + " < ".join(f"{n} {res2[n].value:.4f}" for n in rank2) + f": {'PASS' if ok[6] else 'FAIL'}"
     )
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "validity.json").write_text(json.dumps({
-        "probe": probe, "probe_fingerprint": config.fingerprint(), "results": res, "second_seed": res2,
-        "cross": cross["pairs"], "within_source": within.tolist(), "between_source": between.tolist(),
+        "probe": probe, "probe_fingerprint": config.fingerprint(), "results": {n: dataclasses.asdict(r) for n, r in res.items()},
+        "second_seed": {n: dataclasses.asdict(r) for n, r in res2.items()}, "cross": [dataclasses.asdict(p) for p in cross.pairs], "within_source": within.tolist(), "between_source": between.tolist(),
         "properties": {str(k): v for k, v in ok.items()}, "seconds": time.perf_counter() - started,
     }, indent=2, default=str))
     try:
