@@ -41,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from divcoef_assets.core.atomic import TMP_PREFIX, write_atomic
+from divcoef_assets.core.atomic import TMP_PREFIX, sweep_temporaries, write_atomic
 from divcoef_assets.core.audit import DiversityResult, ProgressCallback, audit_embeddings, cross_summarize, summarize
 from divcoef_assets.core.cache import BatchEmbedding, EmbeddingCache
 from divcoef_assets.core.config import ProbeConfig
@@ -140,6 +140,9 @@ def snapshot(registry: Registry, dataset: str, layout: Layout) -> SnapshotRecord
     spec = registry.dataset(dataset)
     folder = layout.snapshot_dir(dataset)
     source = spec.source
+    swept = sweep_temporaries(layout.root, older_than_s=6 * 3600)
+    if swept:
+        log.info("removed %d temporary file(s) left under %s by interrupted runs", swept, layout.root)
     common = dict(dataset=dataset, source_type=spec.source_type, description=spec.description,
                   spec_fingerprint=digest(spec.to_dict()))
     if isinstance(source, SyntheticSource):

@@ -1,0 +1,263 @@
+"""Correct under change: whatever the user edits or re-materializes in between, a recorded
+coefficient equals a clean recomputation with the settings recorded beside it, a step that fails
+writes nothing, and one dataset's broken artifact never fails another dataset's steps."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pytest
+import yaml
+
+from divcoef_assets import pipeline
+from divcoef_assets.api import diversity_coefficient
+from divcoef_assets.core.cache import CacheNotWritableError, EmbeddingCache
+from divcoef_assets.core.config import ProbeConfig
+from divcoef_assets.core.sources import DuckDBSource, FilesSource, source_version
+from divcoef_assets.definitions import ASSETS, build_definitions
+from divcoef_assets.partitions import dataset_probe_key
+from divcoef_assets.registry import load_registry
+from divcoef_assets.storage import ResultsStore
+
+from .support import db_path, failure, tiny_probe, write_jsonl, write_registry
+
+DOWNSTREAM_OF_BATCHES = ["task2vec_embeddings", "distance_matrix", "diversity_coefficient"]
+FULL = ["dataset_snapshot", "token_batches", *DOWNSTREAM_OF_BATCHES]
+
+
+class Workspace:
+    """A registry, its corpus and one Dagster instance in a temporary folder."""
+
+    def __init__(self, folder: Path, model_dir: Path, **probe_fields):
+        self.folder = folder
+        self.model_dir = model_dir
+        self.instance = dg.DagsterInstance.ephemeral()
+        self.probe = tiny_probe(model_dir, noise_repeats=2, noise_batches=1, **probe_fields)
+        self.datasets = {"corpus-a": {"source": "files", "path": "a.jsonl"}, "corpus-b": {"source": "files", "path": "b.jsonl"}}
+        write_jsonl(folder / "a.jsonl", n=16, seed=0)
+        write_jsonl(folder / "b.jsonl", n=16, seed=5)
+        self.instance.add_dynamic_partitions("dataset", list(self.datasets))
+        self.instance.add_dynamic_partitions("probe", ["tiny"])
+        self.save()
+
+    def save(self) -> None:
+        self.registry = write_registry(self.folder, self.datasets, {"tiny": self.probe})
+
+    def edit_probe(self, **fields) -> None:
+        self.probe.update(fields)
+        self.save()
+
+    def materialize(self, dataset: str, selection=FULL):
+        defs = build_definitions(registry_path=str(self.registry), data_dir=str(self.folder / "data"), db_path=str(db_path(self.folder)))
+        return dg.materialize(
+            ASSETS, selection=selection, partition_key=dataset_probe_key(dataset, "tiny"), instance=self.instance,
+            resources=defs.resources, raise_on_error=False,
+        )
+
+    def rows(self, dataset: str | None = None):
+        path = db_path(self.folder)
+        return ResultsStore(path).coefficients(dataset) if path.exists() else []
+
+
+def clean_value(row, texts: list[str], cache: Path) -> float:
+    """The coefficient recomputed from scratch (empty cache) with the settings the row records."""
+    config = ProbeConfig(**json.loads(row.config_json))
+    return diversity_coefficient(texts, probe=config, cache_dir=cache).value
+
+
+def texts_of(path: Path) -> list[str]:
+    return [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture()
+def ws(tmp_path, tiny_gpt2_dir):
+    return Workspace(tmp_path, tiny_gpt2_dir)
+
+
+@pytest.mark.parametrize("edit", [{"seq_len": 12}, {"batch_size": 5}, {"seed": 3}, {"epochs": 2}])
+def test_a_registry_edit_then_a_partial_rematerialization_records_nothing_stale(ws, tmp_path, edit):
+    assert ws.materialize("corpus-a").success
+    before = ws.rows("corpus-a")
+    ws.edit_probe(**edit)
+    partial = ws.materialize("corpus-a", DOWNSTREAM_OF_BATCHES)
+    step, text = failure(partial)
+    assert step == "task2vec_embeddings" and "StaleUpstreamError" in text and "re-materialize token_batches" in text
+    assert [r.value for r in ws.rows("corpus-a")] == [r.value for r in before]  # nothing written
+    assert ws.materialize("corpus-a").success
+    latest = max(ws.rows("corpus-a"), key=lambda r: r.computed_at)
+    assert json.loads(latest.config_json)[next(iter(edit))] == next(iter(edit.values()))
+    assert latest.value == pytest.approx(clean_value(latest, texts_of(tmp_path / "a.jsonl"), tmp_path / "clean"), rel=1e-6)
+
+
+def test_an_estimator_edit_between_embeddings_and_coefficient_is_refused(ws):
+    assert ws.materialize("corpus-a").success
+    ws.edit_probe(lr=1e-3)
+    step, text = failure(ws.materialize("corpus-a", ["diversity_coefficient"]))
+    assert step == "diversity_coefficient" and "re-materialize distance_matrix" in text
+    assert len(ws.rows("corpus-a")) == 1
+
+
+def test_new_weights_in_the_same_folder_are_never_served_from_the_cache(tmp_path):
+    from ..conftest import save_tiny_gpt2
+
+    model = save_tiny_gpt2(tmp_path / "model", seed=0)
+    ws = Workspace(tmp_path, model)
+    assert ws.materialize("corpus-a").success
+    save_tiny_gpt2(model, seed=1)  # same path and name, other weights
+    again = ws.materialize("corpus-a")
+    assert again.success and again.output_for_node("task2vec_embeddings").n_computed == 4
+    rows = ws.rows("corpus-a")
+    assert len(rows) == 2 and rows[0].weights_fingerprint != rows[1].weights_fingerprint
+    assert rows[1].value == pytest.approx(clean_value(rows[1], texts_of(tmp_path / "a.jsonl"), tmp_path / "clean"), rel=1e-6)
+
+
+def test_the_same_content_under_another_name_reuses_the_cache(ws):
+    ws.datasets["copy-of-a"] = {"source": "files", "path": "a.jsonl"}
+    ws.save()
+    ws.instance.add_dynamic_partitions("dataset", ["copy-of-a"])
+    assert ws.materialize("corpus-a").success
+    copy = ws.materialize("copy-of-a")
+    assert copy.output_for_node("task2vec_embeddings").n_computed == 0
+    assert ws.rows("copy-of-a")[0].value == ws.rows("corpus-a")[0].value
+
+
+def test_one_datasets_corrupt_embeddings_fail_no_other_dataset(ws):
+    assert ws.materialize("corpus-a").success
+    broken = Path(ws.materialize("corpus-a").output_for_node("task2vec_embeddings").path)
+    broken.write_bytes(broken.read_bytes()[:100])  # truncated
+    result = ws.materialize("corpus-b")
+    assert result.success
+    assert len(ws.rows("corpus-b")) == 1
+    store = ResultsStore(db_path(ws.folder))
+    assert store.query("SELECT DISTINCT dataset FROM embeddings") == [("corpus-b",)]
+    defs = build_definitions(registry_path=str(ws.registry), data_dir=str(ws.folder / "data"), db_path=str(db_path(ws.folder)))
+    cross = defs.resolve_job_def("cross_audit").execute_in_process(partition_key="tiny", instance=ws.instance)
+    record = cross.output_for_node("cross_diversity")
+    assert record.datasets == ("corpus-b",) and "corpus-a: unreadable embeddings" in record.skipped[0]
+
+
+def test_a_failed_coefficient_step_leaves_no_row(ws):
+    assert ws.materialize("corpus-a").success
+    dist = Path(ws.materialize("corpus-a", ["distance_matrix"]).output_for_node("distance_matrix").path)
+    matrix = pipeline.read_matrix(dist)
+    matrix[0, 1] = matrix[1, 0] = 0.99  # the matrix no longer belongs to its embeddings
+    pipeline.write_table_atomic(pipeline.matrix_table(matrix), dist)
+    before = ws.rows("corpus-a")
+    step, text = failure(ws.materialize("corpus-a", ["diversity_coefficient"]))
+    assert step == "diversity_coefficient" and "do not belong to embeddings" in text
+    assert [(r.value, r.run_id) for r in ws.rows("corpus-a")] == [(r.value, r.run_id) for r in before]
+
+
+def test_a_source_replaced_during_the_snapshot_is_read_again(ws, monkeypatch):
+    registry = load_registry(ws.registry)
+    source = ws.folder / "a.jsonl"
+    original = registry.iter_dataset_texts
+    calls = []
+
+    def replacing(self, name):
+        calls.append(name)
+        for k, item in enumerate(original(name)):
+            if len(calls) == 1 and k == 3:  # a writer replaces the file (write, then rename) mid-read
+                write_jsonl(ws.folder / "new.jsonl", n=20, seed=9)
+                os.replace(ws.folder / "new.jsonl", source)
+            yield item
+
+    monkeypatch.setattr(type(registry), "iter_dataset_texts", replacing)
+    layout = pipeline.Layout(ws.folder / "data" / "artifacts")
+    snap = pipeline.snapshot(registry, "corpus-a", layout)
+    assert len(calls) == 2 and snap.n_documents == 20
+    assert snap.source_version == pipeline.registry_source_version(registry, "corpus-a")
+    assert sorted(p.name for p in layout.snapshot_dir("corpus-a").iterdir()) == [f"{snap.fingerprint}.parquet"]
+
+
+def test_a_source_that_keeps_changing_fails_and_writes_nothing(ws, monkeypatch):
+    registry = load_registry(ws.registry)
+    original = registry.iter_dataset_texts
+    counter = iter(range(100))
+
+    def always_changing(self, name):
+        for k, item in enumerate(original(name)):
+            if k == 1:  # every read sees a new version arrive (write, then rename)
+                write_jsonl(ws.folder / "next.jsonl", n=16, seed=next(counter) + 1)
+                os.replace(ws.folder / "next.jsonl", ws.folder / "a.jsonl")
+            yield item
+
+    monkeypatch.setattr(type(registry), "iter_dataset_texts", always_changing)
+    layout = pipeline.Layout(ws.folder / "data" / "artifacts")
+    with pytest.raises(pipeline.SourceChangedError, match="changed while it was being read"):
+        pipeline.snapshot(registry, "corpus-a", layout)
+    assert list(layout.snapshot_dir("corpus-a").iterdir()) == []
+
+
+def test_duckdb_rows_still_in_the_write_ahead_log_change_the_version(tmp_path):
+    db = tmp_path / "forum.duckdb"
+    with duckdb.connect(str(db)) as connection:
+        connection.execute("CREATE TABLE posts (body VARCHAR)")
+        connection.execute("INSERT INTO posts VALUES ('first post')")
+    spec = DuckDBSource(database="forum.duckdb", query="SELECT body AS text FROM posts")
+    before = source_version(spec, tmp_path)
+    writer = duckdb.connect(str(db))
+    try:
+        writer.execute("INSERT INTO posts VALUES ('committed, not checkpointed')")
+        assert Path(f"{db}.wal").exists()
+        assert source_version(spec, tmp_path) != before
+    finally:
+        writer.close()
+
+
+def test_edits_in_nested_folders_and_home_paths_change_the_version(tmp_path, monkeypatch):
+    nested = tmp_path / "docs" / "a" / "b"
+    nested.mkdir(parents=True)
+    write_jsonl(nested / "deep.jsonl")
+    spec = FilesSource(path="docs/**/*.jsonl")
+    before = source_version(spec, tmp_path)
+    write_jsonl(nested / "deep.jsonl", seed=4, n=13)
+    assert source_version(spec, tmp_path) != before
+    monkeypatch.setenv("HOME", str(tmp_path))
+    home_spec = FilesSource(path="~/docs/a/b/deep.jsonl")
+    first = source_version(home_spec, "/nonexistent")
+    write_jsonl(nested / "deep.jsonl", seed=5, n=14)
+    assert source_version(home_spec, "/nonexistent") != first and "unreadable" not in first
+
+
+def test_every_source_type_has_a_version_rule():
+    from divcoef_assets.core.sources import SOURCE_TYPES, _VERSION_RULES, MixtureSource
+
+    covered = {cls.type for cls in _VERSION_RULES} | {MixtureSource.type}
+    assert covered == set(SOURCE_TYPES), f"source types without a version rule: {set(SOURCE_TYPES) - covered}"
+
+
+def test_an_unwritable_cache_fails_before_anything_is_computed(tmp_path, tiny_gpt2_dir):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    texts = texts_of(write_jsonl(tmp_path / "t.jsonl", n=16))
+    config = ProbeConfig(**{"name": "tiny", **tiny_probe(tiny_gpt2_dir)})
+    with pytest.raises(CacheNotWritableError, match=r"not-a-folder.*DIVCOEF_CACHE or --cache-dir"):
+        diversity_coefficient(texts, probe=config, cache_dir=blocker / "cache")
+
+
+def test_one_cache_setting_governs_the_api_and_the_assets(ws, tmp_path, monkeypatch):
+    shared = tmp_path / "one-cache"
+    monkeypatch.setenv("DIVCOEF_CACHE", str(shared))
+    assert ws.materialize("corpus-a").success
+    assert EmbeddingCache(shared).count() == 4
+    config = ProbeConfig(**{"name": "tiny", **ws.probe})
+    result = diversity_coefficient(texts_of(ws.folder / "a.jsonl"), probe=config)
+    assert result.n_computed == 0 and result.value == ws.rows("corpus-a")[0].value
+
+
+def test_leftover_temporaries_of_killed_runs_are_swept(ws):
+    stale = ws.folder / "data" / "artifacts" / "cache" / "embeddings" / "ab" / ".tmp-killed.safetensors"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"\0" * 8)
+    fresh = stale.with_name(".tmp-live.safetensors")
+    fresh.write_bytes(b"\0" * 8)
+    old = stale.stat().st_mtime - 7 * 3600
+    os.utime(stale, (old, old))
+    assert ws.materialize("corpus-a").success
+    assert not stale.exists() and fresh.exists()
