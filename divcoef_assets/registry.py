@@ -77,6 +77,7 @@ from divcoef_assets.core.sources import (
     MixtureSource,
     SourceSpecError,
     iter_texts,
+    local_paths,
     parse_source,
 )
 from divcoef_assets.keys import InvalidKeyError, validate_key
@@ -86,7 +87,7 @@ logger = logging.getLogger(__name__)
 REGISTRY_ENV = "DIVCOEF_REGISTRY"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REGISTRY_PATH = REPO_ROOT / "data" / "registry.yaml"
-_TOP_LEVEL = ("default_probe", "probes", "datasets")
+_TOP_LEVEL = ("default_probe", "allowed_roots", "probes", "datasets")
 _DATASET_META = ("source", "description")
 _PROBE_FIELDS = tuple(f.name for f in dataclasses.fields(ProbeConfig) if f.name != "name")
 # Numeric probe fields, by annotation (core/config.py uses postponed annotations, so these are strings).
@@ -148,6 +149,8 @@ class Registry:
     datasets: Mapping[str, DatasetSpec]
     probes: Mapping[str, ProbeConfig]
     default_probe: str
+    # Folders every dataset file must lie in, symlinks resolved (empty: no restriction).
+    allowed_roots: tuple[Path, ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -187,11 +190,26 @@ class Registry:
             raise ValueError(f"dataset {name!r} is synthetic: it has token ids, not texts")
         if isinstance(spec.source, MixtureSource):
             for component in spec.source.components:
+                self.check_allowed(component)
                 for text in iter_texts(self.datasets[component], self.base_dir):
                     yield component, text
             return
+        self.check_allowed(name)
         for text in iter_texts(spec, self.base_dir):
             yield name, text
+
+    def check_allowed(self, name: str) -> None:
+        """Refuse a dataset whose files (symlinks resolved) lie outside `allowed_roots`."""
+        if not self.allowed_roots:
+            return
+        for path in local_paths(self.dataset(name), self.base_dir):
+            real = path.resolve()
+            if not any(real.is_relative_to(root) for root in self.allowed_roots):
+                raise RegistryError(
+                    f"registry {self.path}, dataset {name!r}: {path} resolves to {real}, outside the allowed roots "
+                    f"{[str(r) for r in self.allowed_roots]}; move the data under one of them or add its folder to "
+                    "`allowed_roots` (whoever edits the registry decides what the audit may read)"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -264,9 +282,22 @@ def load_registry(path: str | Path | None = None) -> Registry:
         datasets=MappingProxyType(datasets),
         probes=MappingProxyType(probes),
         default_probe=default_probe,
+        allowed_roots=_allowed_roots(path, data.get("allowed_roots")),
     )
     logger.debug("loaded registry %s: %d datasets, %d probes", path, len(datasets), len(probes))
     return registry
+
+
+def _allowed_roots(path: Path, value: object) -> tuple[Path, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise RegistryError(f"registry {path}: `allowed_roots` must be a non-empty list of folders, got {value!r}")
+    roots = tuple((path.parent / Path(v).expanduser()).resolve() for v in value)
+    missing = [str(r) for r in roots if not r.is_dir()]
+    if missing:
+        raise RegistryError(f"registry {path}: allowed_roots {missing} are not folders")
+    return roots
 
 
 def _section(path: Path, data: Mapping[str, Any], section: str) -> dict[str, Any]:

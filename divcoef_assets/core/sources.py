@@ -49,6 +49,9 @@ TEXT_SPLITS: tuple[str, ...] = ("lines", "paragraphs")
 SYNTHETIC_KINDS: tuple[str, ...] = ("lower_bound", "upper_bound", "ginc")
 MIXTURE_MODES: tuple[str, ...] = ("interleave", "concat")
 SOURCE_TYPES: tuple[str, ...] = ("files", "huggingface", "duckdb", "synthetic", "mixture")
+# The longest line a JSON Lines or text file may have: the readers hold one line at a time, so
+# this bounds their memory (a snapshot's peak is several times one document).
+MAX_LINE_BYTES = 64 * 2**20
 # Mixture weights are relative; a bound keeps their ratios, and the shares computed from them, exact
 # in float64 and turns a typo'd exponent (1e60) into an error rather than a one-component mixture.
 MAX_MIXTURE_WEIGHT = 1e6
@@ -525,28 +528,31 @@ def _iter_files(spec: FilesSource, base: Path) -> Iterator[str]:
 def _raw_lines(path: Path) -> Iterator[bytes]:
     """The lines of a file as bytes, newline kept; a `.gz` file is decompressed as it streams.
 
-    A damaged gzip file (cut short, corrupt, or not gzip at all) stops with an error naming the
-    file and the last line read whole, instead of a bare EOFError or zlib error.
+    A line is read with a bound (`MAX_LINE_BYTES`), so one enormous line cannot take the
+    process's memory: a longer one stops with an error naming the file and line. A damaged gzip
+    file (cut short, corrupt, or not gzip at all) stops with an error naming the file and the
+    last line read whole, instead of a bare EOFError or zlib error.
     """
-    if not _is_gzip(path):
-        with open(path, "rb") as handle:
-            yield from handle
-        return
+    gzipped = _is_gzip(path)
     lineno = 0
-    with gzip.open(path, "rb") as handle:
-        lines = iter(handle)
+    with gzip.open(path, "rb") if gzipped else open(path, "rb") as handle:
         while True:
             try:
-                raw = next(lines)
-            except StopIteration:
-                return
+                raw = handle.readline(MAX_LINE_BYTES + 1)
             except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
                 raise SourceDataError(
                     f"{path}: cannot decompress after line {lineno} ({type(exc).__name__}: {exc}); "
                     "the gzip file may be truncated or corrupt: copy or compress it again "
                     "(`gzip -t` checks a file)"
                 ) from None
+            if not raw:
+                return
             lineno += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise SourceDataError(
+                    f"{path}, line {lineno}: longer than {MAX_LINE_BYTES // 2**20} MiB; one document per line is "
+                    "limited to that size so memory stays bounded: split the document into several lines"
+                )
             yield raw
 
 
@@ -822,6 +828,21 @@ def _iter_duckdb(spec: DuckDBSource, base: Path) -> Iterator[str]:
 
 
 # ----------------------------------------------------------------------------- source versions
+
+
+def local_paths(spec: SourceSpec | DatasetSpec, base_dir: str | Path) -> list[Path]:
+    """The local files or folders reading `spec` would open, resolved by the reader's own rules
+    (a hub dataset, a synthetic or a mixture source opens none of its own)."""
+    source = spec.source if isinstance(spec, DatasetSpec) else spec
+    base = Path(base_dir)
+    if isinstance(source, FilesSource):
+        return _matched_files(source, base)
+    if isinstance(source, DuckDBSource):
+        return [_resolve(source.database, base)]
+    if isinstance(source, HuggingFaceSource):
+        local = _resolve(source.path, base)
+        return [local] if local.is_dir() else []
+    return []
 
 
 def _stat_entry(path: Path) -> list[Any]:
