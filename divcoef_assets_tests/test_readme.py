@@ -63,6 +63,65 @@ def test_readme_commands_exist():
     assert "scripts/test.sh" in ci
 
 
+def _python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def _command_lines() -> list[str]:
+    block = re.search(r"## Command line\n\n```bash\n(.*?)```", README.read_text(), flags=re.S).group(1)
+    return [line for line in block.splitlines() if line.startswith("divcoef ")]
+
+
+def _tiny_twin_registry(folder: Path) -> Path:
+    """The shipped registry's names (default probe `local-gpt2`, `rand-gpt2`, the real corpora),
+    each made tiny: a probe pretrained here for a few steps, a 1-layer random probe, small batches."""
+    corpora = README.parent / "data" / "corpora"
+    small = {"seq_len": 16, "batch_size": 4, "n_batches": 3, "epochs": 1, "loader_batch_size": 4, "noise_repeats": 2, "noise_batches": 1}
+    registry = folder / "registry.yaml"
+    registry.write_text(yaml.safe_dump({
+        "default_probe": "local-gpt2",
+        "probes": {
+            "local-gpt2": {"pretrain": {"corpus": ["jargon"], "max_documents": 50, "n_layer": 1, "n_embd": 8, "n_head": 2,
+                                        "n_positions": 64, "block_len": 32, "batch_size": 2, "steps": 3, "seed": 0},
+                           "fisher": "mc_head_exact", **small},
+            "rand-gpt2": {"model": "arch:gpt2", "init": "random", "fisher": "mc", **small,
+                          "extra": {"config": {"n_layer": 1, "n_embd": 8, "n_head": 2, "n_positions": 64, "vocab_size": 50257}}},
+        },
+        "datasets": {name: {"source": "files", "path": str(corpora / file)}
+                     for name, file in (("bible", "bible_kjv.jsonl.gz"), ("jargon", "jargon.jsonl.gz"))},
+    }))
+    return registry
+
+
+def test_readme_python_and_command_line_examples_run_as_written(tmp_path, monkeypatch, capsys):
+    """After `divcoef audit`, every `divcoef` line and the Python example of the README run as
+    written, from the repository's folder, against a registry with the shipped names made tiny."""
+    import shlex
+
+    from divcoef_assets.cli import main
+
+    monkeypatch.chdir(README.parent)
+    monkeypatch.setenv("DIVCOEF_REGISTRY", str(_tiny_twin_registry(tmp_path)))
+    monkeypatch.setenv("DIVCOEF_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    lines = _command_lines()
+    assert any(line.startswith("divcoef audit") for line in lines) and any("diversity" in line for line in lines)
+    for line in lines:
+        args = [a.replace("/tmp/divcoef-cache", str(tmp_path / "other-cache")) for a in shlex.split(line)[1:]]
+        try:
+            code = main(args)
+        except SystemExit as exc:  # --help
+            code = exc.code
+        assert code == 0, (line, capsys.readouterr().err[-2000:])
+    assert (tmp_path / "other-cache").is_dir()
+    blocks = _python_blocks()
+    assert len(blocks) == 1
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    assert 0 < namespace["result"].value < 1 and namespace["cross"].value > 0
+    assert namespace["from_tokens"].estimate.n_batches == 3 and namespace["early"].estimate.n_batches >= 5
+
+
 def test_readme_command_lines_parse():
     """Every `divcoef` example in the README's command-line section is accepted by the parser."""
     import shlex
