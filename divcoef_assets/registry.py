@@ -58,8 +58,6 @@ parses as a number is taken as that number, any other string is an error naming 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -71,6 +69,7 @@ from typing import Any
 import yaml
 
 from divcoef_assets.core.config import ProbeConfig
+from divcoef_assets.core.fingerprint import digest
 from divcoef_assets.core.sources import (
     SOURCE_TYPES,
     DatasetSpec,
@@ -220,8 +219,7 @@ class Registry:
 
     def fingerprint(self) -> str:
         """16-hex digest of what is registered (not of where the file lives)."""
-        payload = json.dumps(self.to_dict(), sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return digest(self.to_dict())
 
 
 def default_registry_path() -> Path:

@@ -17,8 +17,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from divcoef_assets.core.atomic import atomic_path
 from divcoef_assets.core.fused import linear_cross_entropy
 from divcoef_assets.core.tokenize import TextTokenizer
 
@@ -148,9 +147,7 @@ def pretrain_probe(
 
 
 def _save_atomic(model, tokenizer: TextTokenizer, config: PretrainConfig, result: PretrainResult, corpus_fp: str, out_dir: Path) -> None:
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out_dir.parent))
-    try:
+    with atomic_path(out_dir, directory=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         meta = {
             "pretrain_config": dataclasses.asdict(config),
@@ -162,9 +159,3 @@ def _save_atomic(model, tokenizer: TextTokenizer, config: PretrainConfig, result
             "n_corpus_tokens": result.n_corpus_tokens,
         }
         (tmp / "pretrain.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
