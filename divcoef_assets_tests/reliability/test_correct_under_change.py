@@ -10,9 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import numpy as np
 import pytest
-import yaml
 
 from divcoef_assets import pipeline
 from divcoef_assets.api import diversity_coefficient
