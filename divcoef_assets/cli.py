@@ -9,6 +9,9 @@
 Files are JSON Lines, Parquet, CSV or plain text (one document per line), or a glob of them;
 `--text-column` names the field that holds the text. Results print as a table, or as JSON with
 `--json`. Progress goes to stderr.
+
+torch uses as many threads as there are free cores when the command starts (the core count less
+the load average), or `DIVCOEF_TORCH_THREADS` when set.
 """
 
 from __future__ import annotations
@@ -117,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        from divcoef_assets.threads import configure_torch_threads
+
+        configure_torch_threads()
         if args.command == "audit":
             if args.datasets is not None and not args.datasets:
                 raise ValueError(
