@@ -26,14 +26,32 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def _project_home() -> Path:
+    from divcoef_assets.registry import REPO_ROOT
+
+    return REPO_ROOT / "data" / "dagster_home"
+
+
+def _install_settings(home: Path) -> None:
+    """Give a Dagster home without a dagster.yaml the project's (data/dagster_home/dagster.yaml:
+    pools, run monitoring, no telemetry); an existing dagster.yaml is left as it is."""
+    target = home / "dagster.yaml"
+    source = _project_home() / "dagster.yaml"
+    if target.exists() or not source.is_file():
+        return
+    tmp = home / f".tmp-dagster.yaml.{os.getpid()}"
+    tmp.write_bytes(source.read_bytes())
+    os.replace(tmp, target)
+    log.info("Dagster instance settings copied from %s to %s", source, target)
+
+
 def _instance(dagster_home: str | None):
     import dagster as dg
 
-    from divcoef_assets.registry import REPO_ROOT
-
-    home = Path(dagster_home or os.environ.get("DAGSTER_HOME") or REPO_ROOT / "data" / "dagster_home").resolve()
+    home = Path(dagster_home or os.environ.get("DAGSTER_HOME") or _project_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
+    _install_settings(home)
     return dg.DagsterInstance.get(), home
 
 
