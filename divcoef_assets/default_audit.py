@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -45,14 +46,31 @@ def _install_settings(home: Path) -> None:
     log.info("Dagster instance settings copied from %s to %s", source, target)
 
 
+@contextmanager
+def _home_lock(home: Path):
+    """An exclusive lock on `<home>/.instance.lock` while held: one process at a time creates or
+    migrates the instance's SQLite storage (two at once on a new home fail with "table ... already
+    exists"). Released when the holder exits, however it exits."""
+    import fcntl
+
+    with open(home / ".instance.lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def _instance(dagster_home: str | None):
     import dagster as dg
 
     home = Path(dagster_home or os.environ.get("DAGSTER_HOME") or _project_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
-    _install_settings(home)
-    return dg.DagsterInstance.get(), home
+    with _home_lock(home):
+        _install_settings(home)
+        instance = dg.DagsterInstance.get()  # creates and migrates the storage
+    return instance, home
 
 
 def format_table(rows, probe: str) -> str:
