@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 from contextlib import contextmanager
@@ -61,6 +62,55 @@ def _home_lock(home: Path):
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+AUDIT_TAG = "divcoef/audit"
+PID_TAG = "divcoef/pid"
+HOST_TAG = "divcoef/host"
+_UNFINISHED = ("NOT_STARTED", "STARTING", "STARTED", "CANCELING")
+
+
+def _run_tags() -> dict[str, str]:
+    """Tags of every run this process starts: which `divcoef audit` process runs it, and where."""
+    return {AUDIT_TAG: "default", PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def fail_abandoned_runs(instance) -> list[str]:
+    """Fail the unfinished runs of `divcoef audit` processes on this machine that are gone (killed
+    outright, so Dagster never recorded their end; the default run launcher cannot tell), and free
+    the concurrency pool slots they held, which would otherwise block every later audit. Returns
+    the run ids failed."""
+    import dagster as dg
+
+    failed = []
+    records = instance.get_run_records(filters=dg.RunsFilter(
+        statuses=[dg.DagsterRunStatus[s] for s in _UNFINISHED], tags={AUDIT_TAG: "default", HOST_TAG: socket.gethostname()},
+    ))
+    for record in records:
+        run = record.dagster_run
+        try:
+            pid = int(run.tags.get(PID_TAG, ""))
+        except ValueError:
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        instance.report_run_failed(run, f"the divcoef audit process that ran it (pid {pid}) is gone; found by a later divcoef audit")
+        if instance.event_log_storage.supports_global_concurrency_limits:
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        failed.append(run.run_id)
+    if failed:
+        log.warning("marked %d run(s) of ended divcoef audit processes as failed: %s", len(failed), ", ".join(failed))
+    return failed
+
+
 def _instance(dagster_home: str | None):
     import dagster as dg
 
@@ -70,6 +120,7 @@ def _instance(dagster_home: str | None):
     with _home_lock(home):
         _install_settings(home)
         instance = dg.DagsterInstance.get()  # creates and migrates the storage
+        fail_abandoned_runs(instance)
     return instance, home
 
 
@@ -112,7 +163,7 @@ def run_default_audit(*, dagster_home: str | None = None, datasets: list[str] | 
     instance.add_dynamic_partitions(PROBE_DIMENSION, [p for p in registry.probes if not instance.has_dynamic_partition(PROBE_DIMENSION, p)])
     log.info("default audit: probe %s, %d datasets, Dagster instance %s", probe, len(names), home)
 
-    result = defs.resolve_job_def("probe").execute_in_process(partition_key=probe, instance=instance, raise_on_error=False)
+    result = defs.resolve_job_def("probe").execute_in_process(partition_key=probe, instance=instance, raise_on_error=False, tags=_run_tags())
     if not result.success:
         log.error("building probe %s failed; see the run in `dagster dev`", probe)
         return 1
@@ -120,13 +171,13 @@ def run_default_audit(*, dagster_home: str | None = None, datasets: list[str] | 
     for k, name in enumerate(names, start=1):
         t0 = time.perf_counter()
         run = defs.resolve_job_def("audit").execute_in_process(
-            partition_key=dataset_probe_key(name, probe), instance=instance, raise_on_error=False, tags={"divcoef/audit": "default"}
+            partition_key=dataset_probe_key(name, probe), instance=instance, raise_on_error=False, tags=_run_tags()
         )
         status = "ok" if run.success else "FAILED"
         log.info("[%d/%d] %s|%s %s in %.0fs (total %.0fs)", k, len(names), name, probe, status, time.perf_counter() - t0, time.perf_counter() - started)
         if not run.success:
             failed.append(name)
-    cross = defs.resolve_job_def("cross_audit").execute_in_process(partition_key=probe, instance=instance, raise_on_error=False)
+    cross = defs.resolve_job_def("cross_audit").execute_in_process(partition_key=probe, instance=instance, raise_on_error=False, tags=_run_tags())
 
     store = divcoef.store()
     rows = store.query(
