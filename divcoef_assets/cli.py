@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, ArithmeticError) as exc:
         print(f"divcoef: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before the audit's own handling starts, or in another command
+        print("divcoef: interrupted", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2, default=str))
     else:
