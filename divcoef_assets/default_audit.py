@@ -202,22 +202,25 @@ def _interrupted(signum: int, names: list[str], done: list[str], stopped: str | 
 
 
 def run_default_audit(*, dagster_home: str | None = None, datasets: list[str] | None = None, registry_path: str = "",
-                      data_dir: str = "", db_path: str = "", cache_dir: str = "", probe: str | None = None) -> int:
+                      data_dir: str = "", db_path: str = "", cache_dir: str = "", probe: str | None = None,
+                      log_level: str = "INFO") -> int:
     """Run the audit; `datasets` (None: all registered) and `probe` (None: the registry's default)
     are checked against the registry before anything is created or run (`ValueError` if unknown).
 
     SIGINT (Ctrl-C) or SIGTERM stops it: the dataset being audited is stopped, no other is started,
-    and the return value is 130 (SIGINT) or 143 (SIGTERM)."""
+    and the return value is 130 (SIGINT) or 143 (SIGTERM). Dagster's event log lines reach the console
+    from `log_level` up (INFO: the steps' own messages, without an event line per step transition)."""
     with StopSignals() as stop:
         return _audit(stop, dagster_home=dagster_home, datasets=datasets, registry_path=registry_path, data_dir=data_dir,
-                      db_path=db_path, cache_dir=cache_dir, probe=probe)
+                      db_path=db_path, cache_dir=cache_dir, probe=probe, log_level=log_level)
 
 
-def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir, db_path, cache_dir, probe) -> int:
+def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir, db_path, cache_dir, probe, log_level) -> int:
     from divcoef_assets.definitions import build_definitions
     from divcoef_assets.partitions import DATASET_DIMENSION, PROBE_DIMENSION, dataset_probe_key
 
     started = time.perf_counter()
+    run_options = dict(raise_on_error=False, tags=_run_tags(), run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
     if datasets is not None and not datasets:
         raise ValueError("datasets is an empty list: name at least one registered dataset, or pass None for all")
     defs = build_definitions(registry_path=registry_path, data_dir=data_dir, db_path=db_path, cache_dir=cache_dir)
@@ -240,7 +243,7 @@ def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir
     if stop.received():
         return _interrupted(stop.received(), names, [], None)
 
-    result = defs.resolve_job_def("probe").execute_in_process(partition_key=probe, instance=instance, raise_on_error=False, tags=_run_tags())
+    result = defs.resolve_job_def("probe").execute_in_process(partition_key=probe, instance=instance, **run_options)
     if stop.received():
         print(f"probe {probe}: " + ("built" if result.success else "stopped"), flush=True)
         return _interrupted(stop.received(), names, [], None)
@@ -253,7 +256,7 @@ def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir
             return _interrupted(stop.received(), names, done, None)
         t0 = time.perf_counter()
         run = defs.resolve_job_def("audit").execute_in_process(
-            partition_key=dataset_probe_key(name, probe), instance=instance, raise_on_error=False, tags=_run_tags()
+            partition_key=dataset_probe_key(name, probe), instance=instance, **run_options
         )
         status = "ok" if run.success else "FAILED"
         log.info("[%d/%d] %s|%s %s in %.0fs (total %.0fs)", k, len(names), name, probe, status, time.perf_counter() - t0, time.perf_counter() - started)
@@ -265,7 +268,7 @@ def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir
             failed.append(name)
         else:
             done.append(name)
-    cross = defs.resolve_job_def("cross_audit").execute_in_process(partition_key=probe, instance=instance, raise_on_error=False, tags=_run_tags())
+    cross = defs.resolve_job_def("cross_audit").execute_in_process(partition_key=probe, instance=instance, **run_options)
     if stop.received():
         print("cross_diversity was " + ("computed" if cross.success else "stopped"), flush=True)
         return _interrupted(stop.received(), names, done, None)
