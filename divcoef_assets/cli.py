@@ -4,11 +4,15 @@
     divcoef diversity corpus.jsonl --target-half-width 0.005 --n-batches 200 --precision bf16
     divcoef cross a.jsonl b.parquet --text-column body
     divcoef audit                      # the default audit as a Dagster job (see README)
+    divcoef -v audit                   # ... with Dagster's DEBUG event lines
     divcoef audit --probe rand-gpt2 --datasets bible jargon
 
 Files are JSON Lines, Parquet, CSV or plain text (one document per line), or a glob of them;
 `--text-column` names the field that holds the text. Results print as a table, or as JSON with
 `--json`. Progress goes to stderr.
+
+torch uses as many threads as there are free cores when the command starts (the core count less
+the load average), or `DIVCOEF_TORCH_THREADS` when set.
 """
 
 from __future__ import annotations
@@ -109,6 +113,19 @@ def _progress(done: int, total: int, seconds: float) -> None:
     print(f"\r  embedding {done}/{total} ({seconds:.1f}s)", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
 
+def _quiet_audit_console() -> None:
+    """What `divcoef audit` leaves out of its console output unless -v: the storage migration
+    messages of every new run (alembic, INFO) and Dagster's warnings about the beta and preview
+    APIs the project uses (addressed to its developers)."""
+    import warnings
+
+    import dagster as dg
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for category in (dg.BetaWarning, dg.PreviewWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -117,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        from divcoef_assets.threads import configure_torch_threads
+
+        configure_torch_threads()
         if args.command == "audit":
             if args.datasets is not None and not args.datasets:
                 raise ValueError(
@@ -125,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
             from divcoef_assets.default_audit import run_default_audit
 
-            return run_default_audit(dagster_home=args.dagster_home, datasets=args.datasets, probe=args.probe, cache_dir=args.cache_dir or "")
+            if not args.verbose:
+                _quiet_audit_console()
+            return run_default_audit(dagster_home=args.dagster_home, datasets=args.datasets, probe=args.probe,
+                                     cache_dir=args.cache_dir or "", log_level="DEBUG" if args.verbose else "INFO")
         from divcoef_assets.api import cross_diversity_coefficient, diversity_coefficient
 
         common = dict(probe=args.probe, cache_dir=args.cache_dir, progress=_progress, **_overrides(args))
@@ -140,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, ArithmeticError) as exc:
         print(f"divcoef: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before the audit's own handling starts, or in another command
+        print("divcoef: interrupted", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2, default=str))
     else:

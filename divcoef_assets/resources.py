@@ -4,13 +4,16 @@ One resource whose fields default to empty, meaning "ask `paths`" at run time: t
 variables `DIVCOEF_REGISTRY`, `DIVCOEF_DATA_DIR`, `DIVCOEF_CACHE` and `DIVCOEF_DB`, else the
 project's `data/` folder. Nothing is read from the environment when the definitions load, so a
 deployment sets the fields (or the variables) and tests point the whole graph elsewhere.
+
+When a run starts, the resource also sizes torch's thread pool to the free cores (once per
+process, see `divcoef_assets.threads`), so runs launched side by side do not oversubscribe them.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from divcoef_assets import paths
+from divcoef_assets import paths, threads
 from divcoef_assets.pipeline import Layout
 from divcoef_assets.registry import Registry, load_registry
 from divcoef_assets.storage import ResultsStore
@@ -24,6 +27,10 @@ class DivcoefResource(dg.ConfigurableResource):
     cache_dir: str = ""  # empty: $DIVCOEF_CACHE or <data_dir>/artifacts/cache/embeddings
     db_path: str = ""  # empty: $DIVCOEF_DB or <data_dir>/divcoef.duckdb
     lock_timeout_s: float = 120.0  # how long a writer waits for the DuckDB file lock
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if context.dagster_run is not None:  # a run, not a sensor or schedule evaluation
+            threads.ensure_torch_threads()
 
     def registry(self) -> Registry:
         return load_registry(self.registry_path or None)

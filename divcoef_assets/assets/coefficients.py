@@ -3,7 +3,7 @@
 import dagster as dg
 
 from divcoef_assets import checks, pipeline
-from divcoef_assets.assets.common import ENGINE_CODE_VERSION, GROUP, PARTITIONS, keys
+from divcoef_assets.assets.common import DUCKDB_POOL, ENGINE_CODE_VERSION, GROUP, PARTITIONS, keys
 from divcoef_assets.assets.embeddings import task2vec_embeddings
 from divcoef_assets.partitions import PROBE_DIMENSION, probe_partitions
 from divcoef_assets.records import CrossRecord, DistancesRecord
@@ -13,7 +13,7 @@ _METADATA = ("value", "stderr", "ci_low", "ci_high", "noise_floor", "noise_corre
 
 
 @dg.asset(
-    partitions_def=PARTITIONS, group_name=GROUP, kinds={"duckdb"}, code_version=ENGINE_CODE_VERSION,
+    partitions_def=PARTITIONS, group_name=GROUP, kinds={"duckdb"}, code_version=ENGINE_CODE_VERSION, pool=DUCKDB_POOL,
     check_specs=[
         dg.AssetCheckSpec(checks.NOISE_SHARE, asset="diversity_coefficient"),
         dg.AssetCheckSpec(checks.COEFFICIENT_BETWEEN_BOUNDS, asset="diversity_coefficient"),
@@ -39,7 +39,7 @@ def diversity_coefficient(context: dg.AssetExecutionContext, divcoef: DivcoefRes
 
 
 @dg.asset(
-    partitions_def=probe_partitions, group_name=GROUP, kinds={"duckdb", "parquet"}, code_version=ENGINE_CODE_VERSION,
+    partitions_def=probe_partitions, group_name=GROUP, kinds={"duckdb", "parquet"}, code_version=ENGINE_CODE_VERSION, pool=DUCKDB_POOL,
     deps=[dg.AssetDep(task2vec_embeddings, partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=PROBE_DIMENSION))],
     description="Cross-diversity of every pair of registered datasets audited with this probe's current "
     "settings, from the stored embeddings (nothing embedded twice); rows in DuckDB `cross_coefficients`.",

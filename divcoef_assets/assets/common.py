@@ -11,6 +11,10 @@ PARTITIONS = dataset_probe_partitions
 # add the engine version, so an estimator change marks them stale in the UI.
 CHAIN_VERSION = "chain-3"
 ENGINE_CODE_VERSION = f"{CHAIN_VERSION}-engine-{ENGINE_VERSION}"
+# Concurrency pools (limits in data/dagster_home/dagster.yaml): the steps that write the DuckDB
+# results file, and the steps that run the probe network on every core.
+DUCKDB_POOL = "duckdb_writer"
+TORCH_POOL = "torch"
 
 
 def keys(context: dg.AssetExecutionContext) -> tuple[str, str]:

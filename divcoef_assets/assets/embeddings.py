@@ -3,7 +3,7 @@
 import dagster as dg
 
 from divcoef_assets import pipeline
-from divcoef_assets.assets.common import ENGINE_CODE_VERSION, GROUP, PARTITIONS, keys, progress_logger
+from divcoef_assets.assets.common import ENGINE_CODE_VERSION, GROUP, PARTITIONS, TORCH_POOL, keys, progress_logger
 from divcoef_assets.assets.probe import probe_network
 from divcoef_assets.partitions import PROBE_DIMENSION
 from divcoef_assets.records import EmbeddingsRecord, TokenBatchesRecord
@@ -11,7 +11,7 @@ from divcoef_assets.resources import DivcoefResource
 
 
 @dg.asset(
-    partitions_def=PARTITIONS, group_name=GROUP, kinds={"pytorch", "parquet"}, code_version=ENGINE_CODE_VERSION,
+    partitions_def=PARTITIONS, group_name=GROUP, kinds={"pytorch", "parquet"}, code_version=ENGINE_CODE_VERSION, pool=TORCH_POOL,
     deps=[dg.AssetDep(probe_network, partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=PROBE_DIMENSION))],
     description="Fine-tune the probe's head on each batch, estimate the diagonal Fisher, reduce it per "
     "filter. Every embedding is cached under a key made from the batch's content, the probe's weights, the "

@@ -3,14 +3,14 @@
 import dagster as dg
 
 from divcoef_assets import pipeline
-from divcoef_assets.assets.common import CHAIN_VERSION, GROUP
+from divcoef_assets.assets.common import CHAIN_VERSION, GROUP, TORCH_POOL
 from divcoef_assets.partitions import probe_partitions
 from divcoef_assets.records import ProbeRecord
 from divcoef_assets.resources import DivcoefResource
 
 
 @dg.asset(
-    partitions_def=probe_partitions, group_name=GROUP, kinds={"pytorch", "safetensors"}, code_version=CHAIN_VERSION,
+    partitions_def=probe_partitions, group_name=GROUP, kinds={"pytorch", "safetensors"}, code_version=CHAIN_VERSION, pool=TORCH_POOL,
     description="A probe with a `pretrain` spec is trained here (GPT-2 architecture and tokenizer, a step "
     "budget, safetensors) once per spec and reused; any other probe is recorded as the hub id or folder it "
     "loads. The data version is the weights' content fingerprint.",
