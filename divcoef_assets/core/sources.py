@@ -19,7 +19,7 @@ fix, because a silently skipped record would change the coefficient without anyo
 Readers yield the documents as they are, empty ones included (`null` becomes ""): dropping and
 counting empty documents is the snapshot's job (`core/snapshot.py`).
 
-No Dagster here: the snapshot asset calls `iter_texts(spec, base_dir)` and records `describe(spec)`.
+No Dagster here: the snapshot step reads a dataset through `iter_texts(spec, base_dir)`.
 """
 
 from __future__ import annotations
@@ -401,40 +401,6 @@ class DatasetSpec:
         data = source_to_dict(self.source)
         data["description"] = self.description
         return data
-
-
-# --------------------------------------------------------------------------- descriptions
-
-
-def describe(spec: SourceSpec | DatasetSpec) -> str:
-    """One line saying where the documents come from, for the UI and run metadata."""
-    if isinstance(spec, DatasetSpec):
-        spec = spec.source
-    if isinstance(spec, FilesSource):
-        detail = (
-            f"column {spec.text_column!r}" if spec.format != "text" else f"one document per {spec.split[:-1]}"
-        )
-        text = f"files {spec.path} ({spec.format}, {detail})"
-    elif isinstance(spec, HuggingFaceSource):
-        config = f"/{spec.name}" if spec.name else ""
-        text = f"huggingface {spec.path}{config} [{spec.split}] column {spec.text_column!r}"
-    elif isinstance(spec, DuckDBSource):
-        query = " ".join(spec.query.split())
-        query = query if len(query) <= 80 else query[:77] + "..."
-        text = f"duckdb {spec.database}: {query} (column {spec.text_column!r})"
-    elif isinstance(spec, SyntheticSource):
-        text = f"synthetic {spec.kind}: {spec.n_sequences} sequences, seed {spec.seed}"
-        if spec.kind == "ginc":
-            text += f", {spec.n_concepts} concepts, vocabulary {spec.vocab_size}, {spec.n_states} states"
-        return text
-    elif isinstance(spec, MixtureSource):
-        parts = ", ".join(f"{name} x{weight:g}" for name, weight in spec.weight_map.items())
-        return f"mixture ({spec.mode}) of {parts}"
-    else:
-        raise TypeError(f"not a source spec: {spec!r}")
-    if getattr(spec, "max_documents", None):
-        text += f", first {spec.max_documents} records"
-    return text
 
 
 # --------------------------------------------------------------------------- readers

@@ -99,12 +99,6 @@ class Task2VecEmbedding:
     n_scored_tokens: int
     extra: dict = field(default_factory=dict)
 
-    def block(self, module: str) -> np.ndarray:
-        for entry in self.layout:
-            if entry.module == module:
-                return self.vector[entry.start : entry.stop]
-        raise KeyError(f"no module {module!r} in the embedding layout")
-
 
 def _loader_slices(n: int, size: int) -> list[slice]:
     """Contiguous loader batches in a fixed order (no shuffle, last one may be short)."""
