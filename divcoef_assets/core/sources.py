@@ -126,6 +126,7 @@ class FilesSource:
     """Documents from local files: one path or a glob, relative to the registry's folder."""
 
     type: ClassVar[str] = "files"
+    is_synthetic: ClassVar[bool] = False  # True only for synthetic sources, whose documents are token ids
     path: str
     # Inferred from the path's suffix when omitted (.jsonl/.ndjson, .parquet/.pq, .csv, .txt/.text/.md),
     # looking past a final .gz (x.jsonl.gz is jsonl).
@@ -164,16 +165,13 @@ class FilesSource:
         )
         _check_optional_count("max_documents", self.max_documents)
 
-    @property
-    def is_synthetic(self) -> bool:
-        return False
-
 
 @dataclass(frozen=True)
 class HuggingFaceSource:
     """A Hugging Face dataset: a hub id, or a folder written by `Dataset.save_to_disk`."""
 
     type: ClassVar[str] = "huggingface"
+    is_synthetic: ClassVar[bool] = False
     path: str
     name: str | None = None  # the dataset config, e.g. "wikitext-103-raw-v1"
     split: str = "train"
@@ -195,16 +193,13 @@ class HuggingFaceSource:
         )
         _check_optional_count("max_documents", self.max_documents)
 
-    @property
-    def is_synthetic(self) -> bool:
-        return False
-
 
 @dataclass(frozen=True)
 class DuckDBSource:
     """Documents from one SELECT against a DuckDB database, opened read-only."""
 
     type: ClassVar[str] = "duckdb"
+    is_synthetic: ClassVar[bool] = False
     database: str
     query: str
     text_column: str = "text"
@@ -216,10 +211,6 @@ class DuckDBSource:
         _check_name("text_column", self.text_column)
         _check_optional_count("max_documents", self.max_documents)
 
-    @property
-    def is_synthetic(self) -> bool:
-        return False
-
 
 @dataclass(frozen=True)
 class SyntheticSource:
@@ -230,6 +221,7 @@ class SyntheticSource:
     """
 
     type: ClassVar[str] = "synthetic"
+    is_synthetic: ClassVar[bool] = True
     kind: Literal["lower_bound", "upper_bound", "ginc"]
     n_sequences: int = 4096
     seed: int = 0
@@ -262,10 +254,6 @@ class SyntheticSource:
             else:
                 _require(value is None, f"{knob} applies to kind ginc only (this source is {self.kind})")
 
-    @property
-    def is_synthetic(self) -> bool:
-        return True
-
 
 @dataclass(frozen=True)
 class MixtureSource:
@@ -277,6 +265,7 @@ class MixtureSource:
     """
 
     type: ClassVar[str] = "mixture"
+    is_synthetic: ClassVar[bool] = False
     components: tuple[str, ...]
     weights: tuple[float, ...]
     mode: Literal["interleave", "concat"] = "interleave"
@@ -313,10 +302,6 @@ class MixtureSource:
         _require(
             self.mode in MIXTURE_MODES, f"mode must be one of {', '.join(MIXTURE_MODES)}, got {self.mode!r}"
         )
-
-    @property
-    def is_synthetic(self) -> bool:
-        return False
 
     @property
     def weight_map(self) -> dict[str, float]:
