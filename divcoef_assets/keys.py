@@ -21,11 +21,6 @@ class InvalidKeyError(ValueError):
     """A dataset or probe key breaks the allow-list rule."""
 
 
-def is_valid_key(key: object) -> bool:
-    """True when `key` is a string that satisfies the key rule."""
-    return isinstance(key, str) and _KEY_RE.fullmatch(key) is not None
-
-
 def validate_key(key: object, what: str = "dataset") -> str:
     """Return `key` unchanged when it is a valid `what` key, else raise `InvalidKeyError`.
 

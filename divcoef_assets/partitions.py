@@ -1,4 +1,4 @@
-"""Partitions of the audit assets: datasets (dynamic) x probes (static).
+"""Partitions of the audit assets: datasets x probes, both dynamic.
 
 Datasets and probes both come from the registry, so both dimensions are dynamic: the registry
 sensor (and `divcoef audit`) add a partition per registered dataset and probe. Loading the

@@ -87,7 +87,6 @@ REGISTRY_ENV = "DIVCOEF_REGISTRY"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REGISTRY_PATH = REPO_ROOT / "data" / "registry.yaml"
 _TOP_LEVEL = ("default_probe", "allowed_roots", "probes", "datasets")
-_DATASET_META = ("source", "description")
 _PROBE_FIELDS = tuple(f.name for f in dataclasses.fields(ProbeConfig) if f.name != "name")
 # Numeric probe fields, by annotation (core/config.py uses postponed annotations, so these are strings).
 _PROBE_INT_FIELDS = frozenset(f.name for f in dataclasses.fields(ProbeConfig) if f.type == "int")
@@ -173,10 +172,6 @@ class Registry:
             raise KeyError(
                 f"probe {name!r} is not registered in {self.path}; known: {', '.join(self.probes)}"
             ) from None
-
-    def text_datasets(self) -> list[str]:
-        """Names of datasets whose documents are texts (not synthetic token ids)."""
-        return [name for name, spec in self.datasets.items() if not spec.is_synthetic]
 
     def iter_dataset_texts(self, name: str) -> Iterator[tuple[str, str]]:
         """(source, text) pairs of a text dataset, ready for `core.snapshot.write_snapshot`.

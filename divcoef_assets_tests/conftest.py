@@ -30,3 +30,15 @@ def save_tiny_gpt2(folder, *, vocab_size=50257, n_layer=2, n_embd=16, n_head=2, 
 def tiny_gpt2_dir(tmp_path_factory):
     """2 layers, n_embd 16, 32 positions, GPT-2's vocabulary (so the GPT-2 tokenizer fits)."""
     return save_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: on models this small, handing each op to a thread pool
+    costs more than the op (several times the run time on a loaded or many-core machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

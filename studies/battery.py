@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 from types import MappingProxyType
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

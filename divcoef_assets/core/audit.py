@@ -28,6 +28,7 @@ from divcoef_assets.core.coefficient import (
     NoiseFloor,
     cross_diversity_from_matrix,
     diversity_from_matrix,
+    noise_corrected,
     noise_floor,
 )
 from divcoef_assets.core.config import ProbeConfig
@@ -222,8 +223,8 @@ class DiversityResult:
 
     @property
     def noise_corrected(self) -> float | None:
-        """Coefficient minus noise floor: the part of the distance due to the data."""
-        return None if self.noise is None else self.estimate.value - self.noise.value
+        """Coefficient minus noise floor (`core.coefficient.noise_corrected`); None when not measured."""
+        return None if self.noise is None else noise_corrected(self.estimate, self.noise)
 
     @property
     def n_computed(self) -> int:

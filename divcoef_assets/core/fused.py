@@ -109,9 +109,9 @@ def _grad_hidden(g: torch.Tensor, weight: torch.Tensor, weight_t: torch.Tensor |
 def sample_inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor, cdf_out: torch.Tensor | None = None) -> torch.Tensor:
     """One index per row of `probs` [c, V] by inverse CDF with `uniforms` [c] in [0, 1).
 
-    The same arithmetic as `task2vec._sample` after its softmax (cumsum, threshold u * total,
-    first prefix above it, clamped to V - 1), so equal probabilities and uniforms give equal
-    draws. `cdf_out` [c, V] is an optional scratch buffer for the prefix sums.
+    Prefix sums, threshold u * total, first prefix above it, clamped to V - 1. `task2vec._sample`
+    (the unfused path) draws with this function too, so equal probabilities and uniforms give
+    equal draws. `cdf_out` [c, V] is an optional scratch buffer for the prefix sums.
     """
     c, V = probs.shape
     cdf = torch.cumsum(probs, dim=1) if cdf_out is None else torch.cumsum(probs, dim=1, out=cdf_out)

@@ -8,15 +8,9 @@ texts and the coefficient measured estimator noise, not data diversity.)
 
 from __future__ import annotations
 
-import logging
 import operator
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
-
-_SEED_MASK_63 = (1 << 63) - 1
-
 
 class NotEnoughTextsError(ValueError):
     """A dataset has fewer usable items than one batch needs."""
@@ -45,28 +39,3 @@ def batch_indices(n_items: int, batch_size: int, batch_index: int, seed: int) ->
         )
     rng = np.random.default_rng([seed, batch_index])
     return rng.choice(n_items, size=batch_size, replace=False).astype(np.int64, copy=False)
-
-
-def sample_batch_indices(
-    n_items: int, batch_size: int, n_batches: int, seed: int
-) -> list[np.ndarray]:
-    """Indices of batches ``0 .. n_batches - 1`` (see ``batch_indices``)."""
-    n_batches = operator.index(n_batches)
-    if n_batches < 1:
-        raise ValueError(f"n_batches must be >= 1, got {n_batches}")
-    if n_items == batch_size:
-        logger.warning(
-            "n_items == batch_size == %d: every batch holds the same items (in another order), "
-            "so batch-to-batch distances measure estimator noise only",
-            batch_size,
-        )
-    return [batch_indices(n_items, batch_size, k, seed) for k in range(n_batches)]
-
-
-def batch_seed(seed: int, batch_index: int) -> int:
-    """A 63-bit seed for batch ``batch_index``'s own RNG use (e.g. ``torch.Generator``), derived
-    with ``np.random.SeedSequence([seed, batch_index])`` so it is the same on every machine."""
-    seed = _non_negative("seed", seed)
-    batch_index = _non_negative("batch_index", batch_index)
-    hi, lo = np.random.SeedSequence([seed, batch_index]).generate_state(2, dtype=np.uint32)
-    return ((int(hi) << 32) | int(lo)) & _SEED_MASK_63

@@ -16,7 +16,7 @@ into place atomically (`core.atomic`), so a crash never leaves a half-written sn
 The content fingerprint is sha256 over every kept (source, text) pair with length framing, so no
 two different sequences of documents share a digest; its first 16 hex digits name the snapshot in
 cache keys and in the results store. The fingerprint and counts are also kept in the file's footer
-(`snapshot_info(path)` reads them back without scanning the rows).
+(key `divcoef.snapshot`, JSON), readable with any Parquet tool without scanning the rows.
 
 Sampling helpers live here too: `read_texts` fetches selected rows by row group, and
 `mixture_batch_indices` draws the rows of one batch of a mixture dataset.
@@ -224,31 +224,6 @@ def write_snapshot(
     return info
 
 
-def snapshot_info(path: str | Path) -> SnapshotInfo:
-    """Read a snapshot's fingerprint and counts back from its Parquet footer."""
-    path = Path(path)
-    try:
-        metadata = pq.read_metadata(path).metadata or {}
-    except (pa.ArrowException, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise _unreadable(path, exc) from exc
-    if _META_KEY not in metadata:
-        raise ValueError(
-            f"{path} is not a snapshot written by write_snapshot (no {_META_KEY.decode()} footer)"
-        )
-    data = json.loads(metadata[_META_KEY])
-    return SnapshotInfo(
-        path=path,
-        fingerprint=data["fingerprint"],
-        n_documents=data["n_documents"],
-        n_dropped_empty=data["n_dropped_empty"],
-        n_chars=data["n_chars"],
-        source_counts=MappingProxyType(dict(data["source_counts"])),
-        n_row_groups=data["n_row_groups"],
-    )
-
-
 def read_texts(path: str | Path, doc_indices: Sequence[int] | np.ndarray) -> list[str]:
     """The texts of rows `doc_indices`, in the order requested (repeats allowed).
 
@@ -393,9 +368,3 @@ def mixture_batch_indices(
     rng = np.random.default_rng([seed, batch_index])
     chosen = names[int(rng.choice(len(names), p=values / values.sum()))]
     return rng.choice(rows_of(chosen, batch_size), size=batch_size, replace=False).astype(np.int64)
-
-
-def expected_mixture_share(weights: Mapping[str, float], batch_size: int) -> dict[str, int]:
-    """Rows per component in every interleaved batch (the largest-remainder allocation)."""
-    counts = _largest_remainder(np.array([float(w) for w in weights.values()]), batch_size)
-    return {name: int(count) for name, count in zip(weights, counts)}

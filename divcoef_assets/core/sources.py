@@ -19,7 +19,7 @@ fix, because a silently skipped record would change the coefficient without anyo
 Readers yield the documents as they are, empty ones included (`null` becomes ""): dropping and
 counting empty documents is the snapshot's job (`core/snapshot.py`).
 
-No Dagster here: the snapshot asset calls `iter_texts(spec, base_dir)` and records `describe(spec)`.
+No Dagster here: the snapshot step reads a dataset through `iter_texts(spec, base_dir)`.
 """
 
 from __future__ import annotations
@@ -129,6 +129,7 @@ class FilesSource:
     """Documents from local files: one path or a glob, relative to the registry's folder."""
 
     type: ClassVar[str] = "files"
+    is_synthetic: ClassVar[bool] = False  # True only for synthetic sources, whose documents are token ids
     path: str
     # Inferred from the path's suffix when omitted (.jsonl/.ndjson, .parquet/.pq, .csv, .txt/.text/.md),
     # looking past a final .gz (x.jsonl.gz is jsonl).
@@ -167,16 +168,13 @@ class FilesSource:
         )
         _check_optional_count("max_documents", self.max_documents)
 
-    @property
-    def is_synthetic(self) -> bool:
-        return False
-
 
 @dataclass(frozen=True)
 class HuggingFaceSource:
     """A Hugging Face dataset: a hub id, or a folder written by `Dataset.save_to_disk`."""
 
     type: ClassVar[str] = "huggingface"
+    is_synthetic: ClassVar[bool] = False
     path: str
     name: str | None = None  # the dataset config, e.g. "wikitext-103-raw-v1"
     split: str = "train"
@@ -198,16 +196,13 @@ class HuggingFaceSource:
         )
         _check_optional_count("max_documents", self.max_documents)
 
-    @property
-    def is_synthetic(self) -> bool:
-        return False
-
 
 @dataclass(frozen=True)
 class DuckDBSource:
     """Documents from one SELECT against a DuckDB database, opened read-only."""
 
     type: ClassVar[str] = "duckdb"
+    is_synthetic: ClassVar[bool] = False
     database: str
     query: str
     text_column: str = "text"
@@ -219,10 +214,6 @@ class DuckDBSource:
         _check_name("text_column", self.text_column)
         _check_optional_count("max_documents", self.max_documents)
 
-    @property
-    def is_synthetic(self) -> bool:
-        return False
-
 
 @dataclass(frozen=True)
 class SyntheticSource:
@@ -233,6 +224,7 @@ class SyntheticSource:
     """
 
     type: ClassVar[str] = "synthetic"
+    is_synthetic: ClassVar[bool] = True
     kind: Literal["lower_bound", "upper_bound", "ginc"]
     n_sequences: int = 4096
     seed: int = 0
@@ -265,10 +257,6 @@ class SyntheticSource:
             else:
                 _require(value is None, f"{knob} applies to kind ginc only (this source is {self.kind})")
 
-    @property
-    def is_synthetic(self) -> bool:
-        return True
-
 
 @dataclass(frozen=True)
 class MixtureSource:
@@ -280,6 +268,7 @@ class MixtureSource:
     """
 
     type: ClassVar[str] = "mixture"
+    is_synthetic: ClassVar[bool] = False
     components: tuple[str, ...]
     weights: tuple[float, ...]
     mode: Literal["interleave", "concat"] = "interleave"
@@ -316,10 +305,6 @@ class MixtureSource:
         _require(
             self.mode in MIXTURE_MODES, f"mode must be one of {', '.join(MIXTURE_MODES)}, got {self.mode!r}"
         )
-
-    @property
-    def is_synthetic(self) -> bool:
-        return False
 
     @property
     def weight_map(self) -> dict[str, float]:
@@ -404,40 +389,6 @@ class DatasetSpec:
         data = source_to_dict(self.source)
         data["description"] = self.description
         return data
-
-
-# --------------------------------------------------------------------------- descriptions
-
-
-def describe(spec: SourceSpec | DatasetSpec) -> str:
-    """One line saying where the documents come from, for the UI and run metadata."""
-    if isinstance(spec, DatasetSpec):
-        spec = spec.source
-    if isinstance(spec, FilesSource):
-        detail = (
-            f"column {spec.text_column!r}" if spec.format != "text" else f"one document per {spec.split[:-1]}"
-        )
-        text = f"files {spec.path} ({spec.format}, {detail})"
-    elif isinstance(spec, HuggingFaceSource):
-        config = f"/{spec.name}" if spec.name else ""
-        text = f"huggingface {spec.path}{config} [{spec.split}] column {spec.text_column!r}"
-    elif isinstance(spec, DuckDBSource):
-        query = " ".join(spec.query.split())
-        query = query if len(query) <= 80 else query[:77] + "..."
-        text = f"duckdb {spec.database}: {query} (column {spec.text_column!r})"
-    elif isinstance(spec, SyntheticSource):
-        text = f"synthetic {spec.kind}: {spec.n_sequences} sequences, seed {spec.seed}"
-        if spec.kind == "ginc":
-            text += f", {spec.n_concepts} concepts, vocabulary {spec.vocab_size}, {spec.n_states} states"
-        return text
-    elif isinstance(spec, MixtureSource):
-        parts = ", ".join(f"{name} x{weight:g}" for name, weight in spec.weight_map.items())
-        return f"mixture ({spec.mode}) of {parts}"
-    else:
-        raise TypeError(f"not a source spec: {spec!r}")
-    if getattr(spec, "max_documents", None):
-        text += f", first {spec.max_documents} records"
-    return text
 
 
 # --------------------------------------------------------------------------- readers

@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from divcoef_assets.core.config import ProbeConfig
-from divcoef_assets.core.fused import linear_cross_entropy, linear_sampled_cross_entropy
+from divcoef_assets.core.fused import linear_cross_entropy, linear_sampled_cross_entropy, sample_inverse_cdf
 from divcoef_assets.core.probe import Probe
 from divcoef_assets.core.tokenize import TokenBatch
 
@@ -99,12 +99,6 @@ class Task2VecEmbedding:
     n_scored_tokens: int
     extra: dict = field(default_factory=dict)
 
-    def block(self, module: str) -> np.ndarray:
-        for entry in self.layout:
-            if entry.module == module:
-                return self.vector[entry.start : entry.stop]
-        raise KeyError(f"no module {module!r} in the embedding layout")
-
 
 def _loader_slices(n: int, size: int) -> list[slice]:
     """Contiguous loader batches in a fixed order (no shuffle, last one may be short)."""
@@ -127,12 +121,12 @@ def _sample(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One target per row from softmax(logits), by inverse CDF (one uniform per row).
 
     logits: [N, V] -> [N] int64. Exact categorical sampling; much cheaper than
-    `torch.multinomial` over a 50k-way vocabulary.
+    `torch.multinomial` over a 50k-way vocabulary. The fused path draws with the same rule
+    (`core.fused.sample_inverse_cdf`) from the same generator's uniforms.
     """
     probs = torch.softmax(logits.detach(), dim=-1)
-    cdf = probs.cumsum(dim=-1)
-    u = torch.rand((logits.shape[0], 1), generator=generator, device=logits.device, dtype=cdf.dtype) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True).clamp_(max=logits.shape[1] - 1).squeeze(1)
+    uniforms = torch.rand((logits.shape[0], 1), generator=generator, device=logits.device, dtype=probs.dtype)
+    return sample_inverse_cdf(probs, uniforms)
 
 
 def _fused_head(probe: Probe) -> bool:

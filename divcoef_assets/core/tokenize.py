@@ -381,20 +381,3 @@ def encode_fixed(tokenizer: TextTokenizer, texts: Sequence[str], seq_len: int = 
         input_ids[i, : len(ids)] = ids
         attention_mask[i, : len(ids)] = 1
     return TokenBatch(input_ids=input_ids, attention_mask=attention_mask)
-
-
-def tokens_batch(ids: np.ndarray, pad_id: int) -> TokenBatch:
-    """Wrap pre-tokenized equal-length sequences (the synthetic datasets) as a ``TokenBatch``.
-
-    Synthetic sequences have no padding, so the mask is 1 everywhere, including positions whose id
-    equals ``pad_id`` (the lower-bound dataset uses eos = pad as a real token). ``pad_id`` is only
-    checked to be a valid id, so callers state which tokenizer the ids belong to.
-    """
-    pad_id = operator.index(pad_id)
-    if pad_id < 0:
-        raise ValueError(f"pad_id must be non-negative, got {pad_id}")
-    arr = np.asarray(ids)
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"ids must be a 2-D integer array, got {arr.dtype} of shape {arr.shape}")
-    arr = arr.astype(np.int64, copy=False)
-    return TokenBatch(input_ids=arr, attention_mask=np.ones_like(arr))

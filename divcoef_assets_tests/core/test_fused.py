@@ -1,4 +1,9 @@
-"""The fused output layer + cross-entropy against `F.linear` + `F.cross_entropy` and `_sample`."""
+"""The fused output layer + cross-entropy against `F.linear` + `F.cross_entropy` and `_sample`.
+
+Sampled variants score the draws of `_sample` (shared through `draws.SharedDraws`, which checks
+that each is a draw of the fused path's own softmax): chunked logits may differ in the last bits
+and move a draw to a neighbouring token.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import torch.nn.functional as F
 
 from divcoef_assets.core import fused
 from divcoef_assets.core.task2vec import _sample
+from divcoef_assets_tests.core.draws import SharedDraws
 
 
 def _close(a, b, rtol=1e-5, atol=1e-7):
@@ -89,17 +95,20 @@ def test_inverse_cdf_draws_equal_task2vec_sample(V):
     assert torch.equal(got, want)
 
 
-def test_sampled_loss_equals_cross_entropy_of_the_draws():
+def test_sampled_loss_equals_cross_entropy_of_the_draws(monkeypatch):
     g = torch.Generator().manual_seed(4)
     N, d, V = 200, 8, 500
     h = torch.randn(N, d, generator=g, requires_grad=True)
     w = torch.randn(V, d, generator=g, requires_grad=True)
     logits = F.linear(h, w)
+    shared = SharedDraws(monkeypatch)  # chunked logits differ in the last bits: share the draws
     draws = _sample(logits, torch.Generator().manual_seed(9))
     ref = F.cross_entropy(logits, draws)
     ref_grads = torch.autograd.grad(ref, [h, w])
     u = torch.rand((N, 1), generator=torch.Generator().manual_seed(9))
+    shared.replay()
     out, targets, exact = fused.linear_sampled_cross_entropy(h, w, None, u, rows_per_chunk=33, exact_head=True)
+    shared.finish()
     assert torch.equal(targets, draws)
     _close(out, ref)
     for got, want in zip(torch.autograd.grad(out, [h, w]), ref_grads):
@@ -108,20 +117,23 @@ def test_sampled_loss_equals_cross_entropy_of_the_draws():
     _close(exact, (p * (1 - p)).T @ h.detach() ** 2, rtol=1e-5, atol=1e-6)
 
 
-def test_sampled_next_token_pairing_reproduces_the_reference_rule():
+def test_sampled_next_token_pairing_reproduces_the_reference_rule(monkeypatch):
     """seq_len mode: row t is scored against the draw of row t + 1, last rows and eos draws ignored."""
     g = torch.Generator().manual_seed(5)
     B, T, d, V, eos = 3, 16, 8, 7, 6
     h = torch.randn(B * T, d, generator=g, requires_grad=True)
     w = torch.randn(V, d, generator=g, requires_grad=True)
     logits = F.linear(h, w)
+    shared = SharedDraws(monkeypatch)
     draws = _sample(logits, torch.Generator().manual_seed(8)).view(B, T)
     targets = draws[:, 1:]
     keep = targets != eos
     ref = F.cross_entropy(logits.view(B, T, V)[:, :-1][keep], targets[keep])
     ref_grads = torch.autograd.grad(ref, [h, w])
     u = torch.rand((B * T, 1), generator=torch.Generator().manual_seed(8))
+    shared.replay()
     out, got_targets, _ = fused.linear_sampled_cross_entropy(h, w, None, u, seq_len=T, ignore_target=eos, rows_per_chunk=T)
+    shared.finish()
     want_targets = torch.full((B, T), -100)
     want_targets[:, :-1] = torch.where(keep, targets, -100)
     assert torch.equal(got_targets.view(B, T), want_targets)

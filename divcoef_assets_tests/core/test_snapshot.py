@@ -16,10 +16,8 @@ from divcoef_assets.core.sampling import NotEnoughTextsError
 from divcoef_assets.core.snapshot import (
     EmptySnapshotError,
     MixtureSamplingError,
-    expected_mixture_share,
     mixture_batch_indices,
     read_texts,
-    snapshot_info,
     source_index,
     synthetic_snapshot,
     write_snapshot,
@@ -62,13 +60,16 @@ def test_fingerprint_is_stable_and_content_sensitive(tmp_path: Path) -> None:
     assert write_snapshot(PAIRS, tmp_path / "chunk.parquet", chunk_rows=1).fingerprint == base
 
 
-def test_snapshot_info_reads_the_footer(tmp_path: Path) -> None:
+def _footer(path: Path) -> dict:
+    return json.loads(pq.read_metadata(path).metadata[b"divcoef.snapshot"])
+
+
+def test_footer_holds_the_fingerprint_and_counts(tmp_path: Path) -> None:
     info = write_snapshot(PAIRS, tmp_path / "s.parquet", chunk_rows=2)
     assert info.n_row_groups == 2
-    assert snapshot_info(tmp_path / "s.parquet") == info
-    pq.write_table(pa.table({"text": ["x"]}), tmp_path / "other.parquet")
-    with pytest.raises(ValueError, match="not a snapshot"):
-        snapshot_info(tmp_path / "other.parquet")
+    expected = info.to_metadata()
+    expected.pop("path")
+    assert _footer(tmp_path / "s.parquet") == expected
 
 
 def test_failure_midstream_leaves_nothing_and_keeps_the_old_file(tmp_path: Path) -> None:
@@ -83,7 +84,7 @@ def test_failure_midstream_leaves_nothing_and_keeps_the_old_file(tmp_path: Path)
     with pytest.raises(RuntimeError, match="source died"):
         write_snapshot(broken(), out, chunk_rows=10)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]
-    assert snapshot_info(out) == old and read_texts(out, [0]) == ["old"]
+    assert _footer(out)["fingerprint"] == old.fingerprint and read_texts(out, [0]) == ["old"]
 
 
 def test_empty_input_raises_and_writes_nothing(tmp_path: Path) -> None:
@@ -205,11 +206,16 @@ def mixed_sources(n_a: int = 3000, n_b: int = 1000) -> np.ndarray:
     return rng.permutation(np.array(["a"] * n_a + ["b"] * n_b, dtype=object))
 
 
-def test_largest_remainder_allocation() -> None:
-    assert expected_mixture_share({"a": 3, "b": 1}, 512) == {"a": 384, "b": 128}
-    assert expected_mixture_share({"a": 1, "b": 1, "c": 1}, 10) == {"a": 4, "b": 3, "c": 3}
-    assert expected_mixture_share({"a": 2, "b": 1}, 1) == {"a": 1, "b": 0}
-    assert sum(expected_mixture_share({"a": 0.3, "b": 0.3, "c": 0.4}, 7).values()) == 7
+def test_interleave_shares_are_the_largest_remainder_allocation() -> None:
+    sources = np.array(["a"] * 20 + ["b"] * 20 + ["c"] * 20, dtype=object)
+
+    def shares(weights, batch_size):
+        batch = mixture_batch_indices(sources, weights, "interleave", batch_size, 0, 0)
+        return {name: int((sources[batch] == name).sum()) for name in weights}
+
+    assert shares({"a": 1, "b": 1, "c": 1}, 10) == {"a": 4, "b": 3, "c": 3}
+    assert shares({"a": 2, "b": 1}, 1) == {"a": 1, "b": 0}
+    assert shares({"a": 0.3, "b": 0.3, "c": 0.4}, 7) == {"a": 2, "b": 2, "c": 3}
 
 
 def test_interleave_batches_have_exact_proportions_and_are_deterministic() -> None:

@@ -25,7 +25,6 @@ from divcoef_assets.core.sources import (
     SourceNotFoundError,
     SourceSpecError,
     SyntheticSource,
-    describe,
     iter_texts,
     parse_source,
     source_to_dict,
@@ -506,17 +505,6 @@ def test_to_dict_round_trips_through_parse() -> None:
         assert parse_source(data.pop("source"), data) == spec
 
 
-def test_describe_mentions_the_essentials() -> None:
-    assert (
-        describe(FilesSource(path="c.jsonl", max_documents=10))
-        == "files c.jsonl (jsonl, column 'text'), first 10 records"
-    )
-    assert "one document per paragraph" in describe(FilesSource(path="t.txt", split="paragraphs"))
-    assert describe(HuggingFaceSource(path="wikitext", name="w2")).startswith(
-        "huggingface wikitext/w2 [train]"
-    )
-    assert "SELECT" in describe(DuckDBSource(database="d.duckdb", query="SELECT\n  x AS text FROM t"))
-    assert "8 concepts" in describe(SyntheticSource(kind="ginc"))
+def test_mixture_spec_is_a_mixture() -> None:
     mixture = DatasetSpec(name="m", source=MixtureSource(components=("a", "b"), weights=(3, 1)))
-    assert describe(mixture) == "mixture (interleave) of a x3, b x1"
     assert mixture.is_mixture and mixture.source_type == "mixture"

@@ -16,7 +16,6 @@ from divcoef_assets.core.tokenize import (
     TokenizerLoadError,
     encode_fixed,
     load_tokenizer,
-    tokens_batch,
     usable_texts,
 )
 
@@ -128,16 +127,6 @@ def test_token_batch_validates() -> None:
         TokenBatch(input_ids=ids, attention_mask=ids + 2)
     with pytest.raises(ValueError, match="non-negative"):
         TokenBatch(input_ids=ids - 1, attention_mask=ids)
-
-
-def test_tokens_batch_masks_everything_even_pad_ids() -> None:
-    ids = np.array([[5, 50256, 5], [50256, 5, 5]], dtype=np.int32)
-    batch = tokens_batch(ids, pad_id=50256)
-    assert batch.input_ids.dtype == np.int64
-    assert batch.attention_mask.tolist() == [[1, 1, 1], [1, 1, 1]]
-    assert batch.n_tokens == 6
-    with pytest.raises(ValueError, match="2-D integer"):
-        tokens_batch(np.zeros(3, dtype=np.int64), pad_id=0)
 
 
 def _save_gpt2_as_hf_folder(gpt2: TextTokenizer, folder, **special) -> None:
