@@ -99,14 +99,12 @@ def _row(name: str, result) -> dict:
 
 
 def _print_table(rows: list[dict]) -> None:
-    header = f"{'dataset':<24} {'coefficient':>11} {'95% interval':>17} {'noise floor':>11} {'corrected':>9} {'batches':>7}"
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        noise = "-" if r.get("noise_floor") is None else f"{r['noise_floor']:.4f}"
-        corrected = "-" if r.get("noise_corrected") is None else f"{r['noise_corrected']:.4f}"
-        interval = f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
-        print(f"{r['dataset']:<24} {r['value']:>11.4f} {interval:>17} {noise:>11} {corrected:>9} {r['n_batches']:>7}")
+    from divcoef_assets.tables import TableRow, format_table
+
+    print(format_table([
+        TableRow(r["dataset"], r["value"], r["ci_low"], r["ci_high"], r.get("noise_floor"), r.get("noise_corrected"), r["n_batches"])
+        for r in rows
+    ]))
 
 
 def _progress(done: int, total: int, seconds: float) -> None:

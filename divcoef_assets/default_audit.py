@@ -29,6 +29,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from divcoef_assets.tables import TableRow, format_table
+
 log = logging.getLogger(__name__)
 
 
@@ -126,17 +128,6 @@ def _instance(dagster_home: str | None):
         instance = dg.DagsterInstance.get()  # creates and migrates the storage
         fail_abandoned_runs(instance)
     return instance, home
-
-
-def format_table(rows, probe: str) -> str:
-    header = f"{'dataset':<20} {'diversity':>9} {'95% interval':>17} {'noise floor':>11} {'corrected':>9} {'batches':>7}"
-    lines = [f"Task2Vec diversity coefficients, probe {probe!r} (from DuckDB `latest_coefficients`)", header, "-" * len(header)]
-    for dataset, value, lo, hi, noise, corrected, n in rows:
-        interval = f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "-"
-        noise_s = f"{noise:.4f}" if noise is not None else "-"
-        corr_s = f"{corrected:.4f}" if corrected is not None else "-"
-        lines.append(f"{dataset:<20} {value:>9.4f} {interval:>17} {noise_s:>11} {corr_s:>9} {n:>7}")
-    return "\n".join(lines)
 
 
 class StopSignals:
@@ -279,11 +270,13 @@ def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir
         "WHERE probe = ? ORDER BY value",
         [probe],
     )
-    print(format_table(rows, probe))
+    print(format_table([TableRow(*row) for row in rows],
+                       title=f"Task2Vec diversity coefficients, probe {probe!r} (from DuckDB `latest_coefficients`)"))
+    real = [n for n, spec in registry.datasets.items() if not spec.is_synthetic and not spec.is_mixture and n in names]
     cross_rows = store.query(
         "SELECT dataset_a, dataset_b, value, ci_low, ci_high FROM latest_cross_coefficients WHERE probe = ? "
-        "AND dataset_a IN ('bible', 'fortunes', 'jargon') AND dataset_b IN ('bible', 'fortunes', 'jargon') ORDER BY 1, 2",
-        [probe],
+        "AND list_contains(?, dataset_a) AND list_contains(?, dataset_b) ORDER BY 1, 2",
+        [probe, real, real],
     )
     if cross_rows:
         print("\nCross-diversity of the real corpora:")
