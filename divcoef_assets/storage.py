@@ -121,38 +121,44 @@ def _check_common(record: Any) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CoefficientRecord:
-    """One diversity coefficient measurement (a row of `coefficients`)."""
+class _Measurement:
+    """What every measurement row has: the value with its interval, and where it came from."""
 
-    dataset: str
-    probe: str
-    snapshot_fingerprint: str
-    probe_fingerprint: str
     value: float
     stderr: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
-    noise_floor: float | None = None  # mean distance between embeddings of one batch
-    noise_floor_stderr: float | None = None
-    noise_corrected: float | None = None  # the coefficient with the noise floor accounted for
-    n_batches: int
-    n_pairs: int
     distance: str = "task2vec_cosine"
     code_version: str = ""
     run_id: str = ""
     computed_at: datetime = field(default_factory=_utcnow)
-    # What the value was computed from, so it can be recomputed exactly:
-    weights_fingerprint: str = ""  # the probe's weights and special ids
-    batches_fingerprint: str = ""  # the token batches' content, in order
-    estimator_fingerprint: str = ""  # every estimator field and the engine version
-    config_json: str = ""  # the full probe settings used
 
     def __post_init__(self) -> None:
         _check_common(self)
 
 
 @dataclass(frozen=True, kw_only=True)
-class CrossCoefficientRecord:
+class CoefficientRecord(_Measurement):
+    """One diversity coefficient measurement (a row of `coefficients`)."""
+
+    dataset: str
+    probe: str
+    snapshot_fingerprint: str
+    probe_fingerprint: str
+    noise_floor: float | None = None  # mean distance between embeddings of one batch
+    noise_floor_stderr: float | None = None
+    noise_corrected: float | None = None  # the coefficient with the noise floor accounted for
+    n_batches: int
+    n_pairs: int
+    # What the value was computed from, so it can be recomputed exactly:
+    weights_fingerprint: str = ""  # the probe's weights and special ids
+    batches_fingerprint: str = ""  # the token batches' content, in order
+    estimator_fingerprint: str = ""  # every estimator field and the engine version
+    config_json: str = ""  # the full probe settings used
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrossCoefficientRecord(_Measurement):
     """One cross-diversity measurement between two datasets (a row of `cross_coefficients`)."""
 
     dataset_a: str
@@ -161,20 +167,9 @@ class CrossCoefficientRecord:
     snapshot_a: str
     snapshot_b: str
     probe_fingerprint: str
-    value: float
-    stderr: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
     n_batches_a: int
     n_batches_b: int
     n_pairs: int
-    distance: str = "task2vec_cosine"
-    code_version: str = ""
-    run_id: str = ""
-    computed_at: datetime = field(default_factory=_utcnow)
-
-    def __post_init__(self) -> None:
-        _check_common(self)
 
 
 _COEFFICIENT_COLUMNS = tuple(f.name for f in dataclasses.fields(CoefficientRecord))

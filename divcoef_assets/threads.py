@@ -5,7 +5,11 @@ share a small machine, each then fights the others for the same cores and every 
 several times slower than with fewer threads. So the command line and the Dagster runs size
 torch's thread pool once per process, at start:
 
-    threads = max(1, cpu_count - round(1-minute load average)), at most the cores this process may run on
+    threads = max(1, cpu_count - cores busy right now), at most the cores this process may run on
+
+"Busy right now" is measured over a fraction of a second from /proc/stat (where there is one),
+not from the load average: the load average decays over minutes, so right after the set-up's
+package installs, or with this very process counted, it would leave a lone audit one thread.
 
 unless `DIVCOEF_TORCH_THREADS` says how many to use. Nothing here imports Dagster; torch is
 imported only when the pool is set.
@@ -32,15 +36,39 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def free_cpus() -> int:
-    """Cores not busy with other work: the core count less the 1-minute load average, at least 1,
-    at most `usable_cpus()`."""
-    cores = os.cpu_count() or 1
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all cores since boot, from /proc/stat; None where unavailable."""
     try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # no load average on this platform
-        load = 0.0
-    return max(1, min(usable_cpus(), cores - round(load)))
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cpus(interval_s: float = 0.3) -> float:
+    """Cores busy with other work right now: the busy share of all cores over `interval_s`
+    (/proc/stat), or the 1-minute load average where there is no /proc/stat."""
+    import time
+
+    cores = os.cpu_count() or 1
+    first = _cpu_times()
+    if first is None:
+        try:
+            return os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average on this platform
+            return 0.0
+    time.sleep(interval_s)
+    second = _cpu_times()
+    busy, total = second[0] - first[0], second[1] - first[1]
+    return cores * busy / total if total > 0 else 0.0
+
+
+def free_cpus() -> int:
+    """Cores not busy with other work right now, at least 1, at most `usable_cpus()`."""
+    cores = os.cpu_count() or 1
+    return max(1, min(usable_cpus(), cores - round(busy_cpus())))
 
 
 def torch_threads(environ: Mapping[str, str] | None = None) -> int:

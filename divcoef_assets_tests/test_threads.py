@@ -17,7 +17,7 @@ def machine(monkeypatch):
 
     def set_machine(cores: int, load: float, allowed: int | None = None) -> None:
         monkeypatch.setattr(os, "cpu_count", lambda: cores)
-        monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+        monkeypatch.setattr(threads, "busy_cpus", lambda interval_s=0.3: load)
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(allowed if allowed is not None else cores)), raising=False)
 
     monkeypatch.delenv(threads.THREADS_ENV, raising=False)
@@ -55,10 +55,19 @@ def test_a_bad_environment_variable_is_refused(value):
         threads.torch_threads({threads.THREADS_ENV: value})
 
 
-def test_no_load_average_means_every_usable_core(monkeypatch):
+def test_busy_cores_are_measured_now_not_averaged(monkeypatch):
+    samples = iter([(1000, 4000), (1150, 4200)])  # (busy, total) jiffies: 150 of 200 busy
+    monkeypatch.setattr(threads, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))  # a stale average is ignored
+    assert threads.busy_cpus(interval_s=0) == pytest.approx(1.5)
+
+
+def test_no_load_information_means_every_usable_core(monkeypatch):
     def no_load():
         raise OSError("no load average")
 
+    monkeypatch.setattr(threads, "_cpu_times", lambda: None)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     monkeypatch.setattr(os, "getloadavg", no_load)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)

@@ -152,22 +152,22 @@ def compute_embeddings(
     return [row for row in rows if row is not None]
 
 
-def sequential_embeddings(
+def audit_embeddings(
     config: ProbeConfig,
     batch_for: Callable[[int], TokenBatch],
     probe_loader: Callable[[], Probe],
     *,
-    max_batches: int | None = None,
+    n_batches: int | None = None,
     **common,
 ) -> list[BatchEmbedding]:
-    """Embeddings for sequential stopping: add batches until the interval is narrow enough.
-
-    Starts with `min_batches` batches (and the noise repeats), then adds one batch at a time
-    until the jackknife 95% half-width is at most `config.target_half_width`, or `max_batches`
-    (default `config.n_batches`) is reached. Every embedding still goes through the cache, so a
-    re-run stops at the same batch and computes nothing.
-    """
-    limit = config.n_batches if max_batches is None else max_batches
+    """The embeddings an audit needs: `n_batches` (default `config.n_batches`) plus the noise
+    repeats; or, for sequential stopping (`config.target_half_width` > 0), `min_batches` batches
+    and the repeats, then one batch at a time until the jackknife 95% half-width is at most the
+    target or `n_batches` is reached. Every embedding goes through the cache, so a re-run stops
+    at the same batch and computes nothing."""
+    limit = config.n_batches if n_batches is None else n_batches
+    if config.target_half_width <= 0:
+        return compute_embeddings(config, plan_jobs(config, limit), batch_for, probe_loader, **common)
     n = min(config.min_batches, limit)
     loaded: list[Probe] = []
 
@@ -188,21 +188,6 @@ def sequential_embeddings(
             return rows
         rows += compute_embeddings(config, [EmbeddingJob(n, 0)], batch_for, loader, **common)
         n += 1
-
-
-def audit_embeddings(
-    config: ProbeConfig,
-    batch_for: Callable[[int], TokenBatch],
-    probe_loader: Callable[[], Probe],
-    *,
-    n_batches: int | None = None,
-    **common,
-) -> list[BatchEmbedding]:
-    """The embeddings an audit needs: `n_batches` (default `config.n_batches`) plus noise
-    repeats, or as many as sequential stopping asks for when `config.target_half_width` > 0."""
-    if config.target_half_width > 0:
-        return sequential_embeddings(config, batch_for, probe_loader, max_batches=n_batches, **common)
-    return compute_embeddings(config, plan_jobs(config, n_batches), batch_for, probe_loader, **common)
 
 
 @dataclass(frozen=True)
