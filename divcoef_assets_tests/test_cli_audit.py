@@ -74,3 +74,12 @@ def test_the_console_shows_dagster_at_info_and_above_only(audited):
         assert "alembic" not in text and "BetaWarning" not in text
     assert " - INFO - " in plain_err  # the steps' own messages still show
     assert "embedding 1/3" in plain_err
+
+
+def test_a_broken_dataset_is_counted_once_and_the_others_are_audited(tmp_path, tiny_gpt2_dir):
+    audit = TinyAudit.with_probe(tmp_path, tiny_gpt2_dir, ["good", "broken"])
+    (tmp_path / "broken.jsonl").write_text('{"text": "fine"}\n{"text": \n')  # a malformed line
+    code, out, err = audit.run()
+    assert code == 1
+    assert "1 of 2 datasets audited" in out and "failed: broken" in err
+    assert sorted(_table_rows(out)) == ["good"]
