@@ -23,6 +23,8 @@ import logging
 import sys
 from pathlib import Path
 
+from divcoef_assets.tables import TableRow, format_table
+
 log = logging.getLogger("divcoef")
 
 
@@ -92,19 +94,16 @@ def _read(path: str, args: argparse.Namespace) -> list[str]:
     return list(iter_texts(spec, Path.cwd()))
 
 
-def _row(name: str, result) -> dict:
-    record = result.to_dict()
-    record["dataset"] = name
-    return record
+def _row(name: str, result) -> tuple[TableRow, dict]:
+    """A DiversityResult as a table row and as JSON."""
+    e = result.estimate
+    noise = None if result.noise is None else result.noise.value
+    return TableRow(name, e.value, e.ci_low, e.ci_high, noise, result.noise_corrected, e.n_batches), {"dataset": name, **result.to_dict()}
 
 
-def _print_table(rows: list[dict]) -> None:
-    from divcoef_assets.tables import TableRow, format_table
-
-    print(format_table([
-        TableRow(r["dataset"], r["value"], r["ci_low"], r["ci_high"], r.get("noise_floor"), r.get("noise_corrected"), r["n_batches"])
-        for r in rows
-    ]))
+def _cross_row(name: str, cross) -> tuple[TableRow, dict]:
+    e = cross.estimate
+    return TableRow(name, e.value, e.ci_low, e.ci_high, None, None, e.n_batches), {"dataset": name, **e.to_dict(), "distance": cross.distance}
 
 
 def _progress(done: int, total: int, seconds: float) -> None:
@@ -155,9 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = [_row(Path(args.path).stem, result)]
         else:
             cross, a, b = cross_diversity_coefficient(_read(args.path_a, args), _read(args.path_b, args), **common)
-            cross_row = {**cross.estimate.to_dict(), "dataset": f"cross({Path(args.path_a).stem}, {Path(args.path_b).stem})",
-                         "noise_floor": None, "noise_corrected": None, "distance": cross.distance}
-            rows = [_row(Path(args.path_a).stem, a), _row(Path(args.path_b).stem, b), cross_row]
+            label = f"cross({Path(args.path_a).stem}, {Path(args.path_b).stem})"
+            rows = [_row(Path(args.path_a).stem, a), _row(Path(args.path_b).stem, b), _cross_row(label, cross)]
     except (ValueError, OSError, ArithmeticError) as exc:
         print(f"divcoef: error: {exc}", file=sys.stderr)
         return 2
@@ -165,9 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         print("divcoef: interrupted", file=sys.stderr)
         return 130
     if args.json:
-        print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2, default=str))
+        data = [as_json for _, as_json in rows]
+        print(json.dumps(data if len(data) > 1 else data[0], indent=2, default=str))
     else:
-        _print_table(rows)
+        print(format_table([table_row for table_row, _ in rows]))
     return 0
 
 
