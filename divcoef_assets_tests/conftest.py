@@ -26,6 +26,19 @@ def save_tiny_gpt2(folder, *, vocab_size=50257, n_layer=2, n_embd=16, n_head=2, 
     return folder
 
 
+def write_word_corpora(folder, vocabularies: dict, *, n: int = 30, words_per_text: int = 10, seed: int = 0):
+    """One JSON Lines file per name in `vocabularies`: `n` texts of random words from its list."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for name, words in vocabularies.items():
+        with open(folder / f"{name}.jsonl", "w") as fh:
+            for _ in range(n):
+                fh.write(json.dumps({"text": " ".join(rng.choice(words, size=words_per_text))}) + "\n")
+
+
 @pytest.fixture(scope="session")
 def tiny_gpt2_dir(tmp_path_factory):
     """2 layers, n_embd 16, 32 positions, GPT-2's vocabulary (so the GPT-2 tokenizer fits)."""

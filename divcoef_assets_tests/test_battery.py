@@ -7,18 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import yaml
+
+from .conftest import write_word_corpora
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_battery_runs_on_any_registry_and_reports_every_property(tmp_path, tiny_gpt2_dir):
-    rng = np.random.default_rng(0)
-    for name, words in (("a", ["red", "green", "blue", "cyan"]), ("b", ["one", "two", "three", "four", "five"]), ("c", ["x", "y", "z"])):
-        with open(tmp_path / f"{name}.jsonl", "w") as fh:
-            for _ in range(300):
-                fh.write(json.dumps({"text": " ".join(rng.choice(words, size=12))}) + "\n")
+    write_word_corpora(tmp_path, {"a": ["red", "green", "blue", "cyan"], "b": ["one", "two", "three", "four", "five"],
+                                  "c": ["x", "y", "z"]}, n=300, words_per_text=12)
     registry = tmp_path / "registry.yaml"
     registry.write_text(yaml.safe_dump({
         "default_probe": "tiny",

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 
 import dagster as dg
-import pytest
 import yaml
 
 from divcoef_assets.default_audit import _instance
@@ -33,8 +32,7 @@ def test_the_settings_file_has_the_keys_set():
 
 
 def test_the_settings_file_is_committed_and_the_run_data_beside_it_ignored():
-    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
-        pytest.skip("not a git checkout")
+    assert shutil.which("git") and (REPO_ROOT / ".git").exists(), "run the suite from a git checkout of the project"
 
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True)

