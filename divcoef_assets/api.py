@@ -32,6 +32,7 @@ from divcoef_assets.core.audit import CrossResult, DiversityResult, ProgressCall
 from divcoef_assets.core.config import ProbeConfig
 from divcoef_assets.core.sources import DatasetSpec, FilesSource, parse_source
 from divcoef_assets.core.tokenize import load_tokenizer
+from divcoef_assets.keys import InvalidKeyError, validate_key
 from divcoef_assets.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,14 @@ def resolve_probe(probe: ProbeConfig | str | None, **overrides) -> ProbeConfig:
 
 def _safe_name(model: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(model).name.lower())[:63] or "probe"
+
+
+def is_valid_key(name: str) -> bool:
+    try:
+        validate_key(name, "probe")
+        return True
+    except InvalidKeyError:
+        return False
 
 
 def _runnable(config: ProbeConfig) -> ProbeConfig:
@@ -123,7 +132,10 @@ def diversity_coefficient(
     """
     if (texts is None) == (tokens is None):
         raise ValueError("give exactly one of texts= or tokens=")
+    validate_key(name, "dataset")  # it names files: checked before any work
     config = _runnable(resolve_probe(probe, **overrides))
+    if not is_valid_key(config.name):
+        config = config.replace(name=_safe_name(config.name))
     with tempfile.TemporaryDirectory(prefix="divcoef-api-") as tmp:
         folder = Path(tmp)
         layout = pipeline.Layout(folder / "artifacts", cache_root=paths.cache_dir(cache_dir))

@@ -2,7 +2,8 @@
 
 One place decides, for the API, the command line and the Dagster resource alike:
 
-    DIVCOEF_DATA_DIR   artifacts, probes built here and the results database (default: data/)
+    DIVCOEF_DATA_DIR   artifacts, probes built here and the results database (default: data/ of the
+                       checkout; ~/.cache/divcoef_assets for an installed package)
     DIVCOEF_CACHE      the content-addressed embedding cache (default: <data dir>/artifacts/cache/embeddings)
     DIVCOEF_DB         the DuckDB results file (default: <data dir>/divcoef.duckdb)
 
@@ -21,7 +22,10 @@ DB_ENV = "DIVCOEF_DB"
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    return Path(explicit or os.environ.get(DATA_DIR_ENV) or REPO_ROOT / "data").expanduser().resolve()
+    """The data folder: explicit, else $DIVCOEF_DATA_DIR, else the checkout's data/ (or, for an
+    installed package without a checkout around it, ~/.cache/divcoef_assets)."""
+    default = REPO_ROOT / "data" if (REPO_ROOT / "data" / "registry.yaml").is_file() else Path.home() / ".cache" / "divcoef_assets"
+    return Path(explicit or os.environ.get(DATA_DIR_ENV) or default).expanduser().resolve()
 
 
 def artifacts_dir(explicit_data_dir: str | os.PathLike | None = None) -> Path:

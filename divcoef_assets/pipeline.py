@@ -29,6 +29,7 @@ No Dagster imports here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -146,9 +147,8 @@ def snapshot(registry: Registry, dataset: str, layout: Layout) -> SnapshotRecord
     common = dict(dataset=dataset, source_type=spec.source_type, description=spec.description,
                   spec_fingerprint=digest(spec.to_dict()))
     if isinstance(source, SyntheticSource):
-        info = synthetic_snapshot(source)
-        final = folder / f"{info.fingerprint}.json"
-        synthetic_snapshot(source, final)
+        info = synthetic_snapshot(source, folder / f"{synthetic_snapshot(source).fingerprint}.json")
+        final = info.path
         return SnapshotRecord(path=str(final), fingerprint=info.fingerprint, content_fingerprint=info.fingerprint,
                               n_documents=info.n_documents, synthetic=True, source_version=registry_source_version(registry, dataset), **common)
     for attempt in range(1, SNAPSHOT_ATTEMPTS + 1):
@@ -371,7 +371,7 @@ def embeddings(
     rows, identity = embed_batches(config, tokens, layout, cache=layout.cache, progress=progress,
                                    label=f"{dataset}|{probe}", probe_loader=probe_loader)
     out = layout.embeddings(dataset, probe)
-    write_table_atomic(embeddings_table(rows, batches.snapshot_fingerprint), out)
+    write_table_atomic(embeddings_table(rows, batches.snapshot_fingerprint, batches.settings_fingerprint), out)
     computed = [r for r in rows if not r.cached]
     return EmbeddingsRecord(
         dataset=dataset, probe=probe, path=str(out), snapshot_fingerprint=batches.snapshot_fingerprint,
@@ -388,9 +388,10 @@ def batches_fingerprint(rows: list[BatchEmbedding]) -> str:
     return digest([r.batch_fingerprint for r in sorted(rows, key=lambda r: r.batch_index) if r.repeat == 0])
 
 
-def embeddings_table(rows: list[BatchEmbedding], snapshot_fingerprint: str) -> pa.Table:
+def embeddings_table(rows: list[BatchEmbedding], snapshot_fingerprint: str, settings_fingerprint: str) -> pa.Table:
     return pa.table({
         "snapshot_fingerprint": [snapshot_fingerprint] * len(rows),
+        "settings_fingerprint": [settings_fingerprint] * len(rows),
         "batch_index": pa.array([r.batch_index for r in rows], pa.int32()),
         "repeat": pa.array([r.repeat for r in rows], pa.int16()),
         "seed": pa.array([r.seed for r in rows], pa.int64()),
@@ -445,10 +446,24 @@ def read_matrix(path: str | Path) -> np.ndarray:
     return out
 
 
+def recorded_embeddings(emb: EmbeddingsRecord) -> list[BatchEmbedding]:
+    """The embeddings file of `emb`, refused if it no longer holds what the record describes
+    (another run of the partition may have rewritten it since)."""
+    rows = read_embedding_rows(emb.path)
+    table = pq.read_table(emb.path, columns=["snapshot_fingerprint", "settings_fingerprint"]).to_pydict()
+    if set(table["snapshot_fingerprint"]) != {emb.snapshot_fingerprint} or set(table["settings_fingerprint"]) != {emb.settings_fingerprint} \
+            or batches_fingerprint(rows) != emb.batches_fingerprint:
+        raise StaleUpstreamError(
+            f"embeddings {emb.path} were rewritten since task2vec_embeddings of {emb.dataset!r} recorded them; "
+            "re-materialize task2vec_embeddings and what follows; nothing was written"
+        )
+    return rows
+
+
 def distance_matrix(registry: Registry, dataset: str, probe: str, emb: EmbeddingsRecord, layout: Layout) -> DistancesRecord:
     config = registry.probe(probe)
     require_same_settings("task2vec_embeddings", emb.settings_fingerprint, config, "distance_matrix")
-    rows = sorted((r for r in read_embedding_rows(emb.path) if r.repeat == 0), key=lambda r: r.batch_index)
+    rows = sorted((r for r in recorded_embeddings(emb) if r.repeat == 0), key=lambda r: r.batch_index)
     matrix = pdist(np.stack([r.vector for r in rows]), metric=config.distance)
     out = write_table_atomic(matrix_table(matrix), layout.distances(dataset, probe))
     upper = matrix[np.triu_indices(len(rows), k=1)]
@@ -470,11 +485,13 @@ def coefficient_result(
     config = registry.probe(probe)
     emb = dist.embeddings
     require_same_settings("distance_matrix", emb.settings_fingerprint, config, "diversity_coefficient")
-    result = summarize(config, read_embedding_rows(emb.path), emb.snapshot_fingerprint)
-    if result.matrix.shape != read_matrix(dist.path).shape or not np.allclose(result.matrix, read_matrix(dist.path), rtol=0, atol=1e-12):
+    result = summarize(config, recorded_embeddings(emb), emb.snapshot_fingerprint)
+    stored = read_matrix(dist.path)
+    if result.matrix.shape != stored.shape or not np.allclose(result.matrix, stored, rtol=0, atol=1e-12):
         raise StaleUpstreamError(
             f"distances {dist.path} do not belong to embeddings {emb.path}; re-materialize distance_matrix; nothing was recorded"
         )
+    result = dataclasses.replace(result, probe_fingerprint=measurement_fingerprint(config, emb.probe_identity))
     estimate = result.estimate
     record = CoefficientRecord(
         dataset=dataset, probe=probe, snapshot_fingerprint=emb.snapshot_fingerprint,
@@ -516,11 +533,14 @@ def cross(registry: Registry, probe: str, layout: Layout, *, code_version: str =
             continue
         try:
             table_rows = read_embedding_rows(path)
-            snapshots[name] = pq.read_table(path, columns=["snapshot_fingerprint"]).column(0)[0].as_py()
+            columns = pq.read_table(path, columns=["snapshot_fingerprint", "settings_fingerprint"]).to_pydict()
+            snapshots[name] = columns["snapshot_fingerprint"][0]
         except (ArtifactError, OSError, pa.ArrowException, IndexError, KeyError) as exc:
             skipped.append(f"{name}: unreadable embeddings ({exc})")
             continue
-        if any(not r.key or _key_mismatch(r, config, identity, estimator) for r in table_rows):
+        if set(columns["settings_fingerprint"]) != {config.settings_fingerprint()} or any(
+            not r.key or _key_mismatch(r, config, identity, estimator) for r in table_rows
+        ):
             skipped.append(f"{name}: embeddings made with other probe settings or weights; re-materialize its audit")
             continue
         rows[name] = table_rows

@@ -196,7 +196,9 @@ class Registry:
         """Refuse a dataset whose files (symlinks resolved) lie outside `allowed_roots`."""
         if not self.allowed_roots:
             return
-        for path in local_paths(self.dataset(name), self.base_dir):
+        paths = local_paths(self.dataset(name), self.base_dir)
+        paths += [f for p in paths if p.is_dir() for f in p.rglob("*") if f.is_file()]  # every file of a folder
+        for path in paths:
             real = path.resolve()
             if not any(real.is_relative_to(root) for root in self.allowed_roots):
                 raise RegistryError(

@@ -43,7 +43,13 @@ def test_result_has_interval_noise_and_provenance(tiny_gpt2_dir, tmp_path):
     assert result.noise_corrected == pytest.approx(result.value - result.noise.value)
     assert result.matrix.shape == (4, 4)
     record = result.to_dict()
-    assert record["probe_fingerprint"] == config.fingerprint() and record["distance"] == "task2vec_cosine"
+    from divcoef_assets.core.probe import probe_identity
+    from divcoef_assets.core.tokenize import load_tokenizer
+    from divcoef_assets.pipeline import measurement_fingerprint
+
+    # the probe as measured (settings and weights), as the DuckDB rows record it
+    assert record["probe_fingerprint"] == measurement_fingerprint(config, probe_identity(config, load_tokenizer(config.tokenizer)))
+    assert record["distance"] == "task2vec_cosine"
     assert result.n_computed == 5  # 4 batches + 1 noise repeat
 
 

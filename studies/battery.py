@@ -139,7 +139,8 @@ def main(argv=None) -> int:
     extra = constructed(base, real, config.batch_size, layout.root / "battery")
     seeded = dataclasses.replace(config, name=f"{probe}-seed{args.second_seed}", seed=args.second_seed)
     registry = dataclasses.replace(base, datasets=MappingProxyType({**base.datasets, **extra}),
-                                   probes=MappingProxyType({**base.probes, seeded.name: seeded}), allowed_roots=())
+                                   probes=MappingProxyType({**base.probes, seeded.name: seeded}),
+                                   allowed_roots=base.allowed_roots + ((layout.root / "battery").resolve(),) if base.allowed_roots else ())
     pipeline.probe_network(registry, probe, layout)
 
     def audit(name: str, probe_name: str = probe) -> Measured:

@@ -34,8 +34,14 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
     try:
         yield tmp
         if directory and target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+            # Move the old folder aside first: readers never see the target missing for longer
+            # than one rename, and a failure leaves the old folder in place of a half state.
+            aside = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "old-", dir=target.parent))
+            os.replace(target, aside / target.name)
+            os.replace(tmp, target)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

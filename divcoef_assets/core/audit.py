@@ -201,6 +201,7 @@ class DiversityResult:
     matrix: np.ndarray = field(repr=False)  # [n_batches, n_batches]
     embeddings: tuple[BatchEmbedding, ...] = field(repr=False)
     data_fingerprint: str = ""
+    probe_fingerprint: str = ""  # the probe as measured (settings and weights); default: the config's
 
     @property
     def value(self) -> float:
@@ -223,7 +224,7 @@ class DiversityResult:
             "noise_corrected": self.noise_corrected,
             "distance": self.distance,
             "probe": self.probe.name,
-            "probe_fingerprint": self.probe.fingerprint(),
+            "probe_fingerprint": self.probe_fingerprint or self.probe.fingerprint(),
             "data_fingerprint": self.data_fingerprint,
             "seed": self.probe.seed,
         }

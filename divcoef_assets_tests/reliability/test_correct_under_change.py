@@ -259,3 +259,33 @@ def test_leftover_temporaries_of_killed_runs_are_swept(ws):
     os.utime(stale, (old, old))
     assert ws.materialize("corpus-a").success
     assert not stale.exists() and fresh.exists()
+
+
+def test_cross_leaves_out_embeddings_made_with_other_settings(ws):
+    assert ws.materialize("corpus-a").success and ws.materialize("corpus-b").success
+    ws.edit_probe(batch_size=5)
+    assert ws.materialize("corpus-b").success  # corpus-a's stored embeddings keep the old settings
+    defs = build_definitions(registry_path=str(ws.registry), data_dir=str(ws.folder / "data"), db_path=str(db_path(ws.folder)))
+    record = defs.resolve_job_def("cross_audit").execute_in_process(partition_key="tiny", instance=ws.instance).output_for_node("cross_diversity")
+    assert record.datasets == ("corpus-b",) and "corpus-a: embeddings made with other probe settings" in record.skipped[0]
+
+
+def test_an_embeddings_file_rewritten_since_its_record_is_refused(ws):
+    first = ws.materialize("corpus-a")
+    old = first.output_for_node("task2vec_embeddings")
+    write_jsonl(ws.folder / "a.jsonl", n=16, seed=7)  # another run re-audits a new snapshot meanwhile
+    assert ws.materialize("corpus-a", ["dataset_snapshot", "token_batches", "task2vec_embeddings"]).success
+    registry = load_registry(ws.registry)
+    with pytest.raises(pipeline.StaleUpstreamError, match="were rewritten since task2vec_embeddings"):
+        pipeline.distance_matrix(registry, "corpus-a", "tiny", old, pipeline.Layout(ws.folder / "data" / "artifacts"))
+
+
+def test_the_api_checks_names_before_any_work(tmp_path, tiny_gpt2_dir):
+    from divcoef_assets.keys import InvalidKeyError
+
+    texts = texts_of(write_jsonl(tmp_path / "t.jsonl", n=16))
+    config = ProbeConfig(**{"name": "Tiny Probe", **tiny_probe(tiny_gpt2_dir)})
+    with pytest.raises(InvalidKeyError):
+        diversity_coefficient(texts, probe=config, cache_dir=tmp_path / "c", name="../../escape")
+    assert not (tmp_path / "c").exists()
+    assert diversity_coefficient(texts, probe=config, cache_dir=tmp_path / "c").estimate.n_batches == 3
