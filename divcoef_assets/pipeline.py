@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from divcoef_assets.core.atomic import TMP_PREFIX, sweep_temporaries, write_atomic
+from divcoef_assets.core.atomic import TMP_PREFIX, atomic_path, sweep_temporaries, write_atomic
 from divcoef_assets.core.audit import DiversityResult, ProgressCallback, audit_embeddings, cross_summarize, summarize
 from divcoef_assets.core.cache import BatchEmbedding, EmbeddingCache
 from divcoef_assets.core.config import ProbeConfig
@@ -516,10 +516,11 @@ def measurement_fingerprint(config: ProbeConfig, identity: str) -> str:
 # ----------------------------------------------------------------------------- cross-diversity
 
 
-def cross(registry: Registry, probe: str, layout: Layout, *, code_version: str = "", run_id: str = "") -> CrossRecord:
+def cross(registry: Registry, probe: str, layout: Layout, *, code_version: str = "", run_id: str = "") -> tuple[CrossRecord, pa.Table | None]:
     """Cross-diversity of every pair of registered datasets whose stored embeddings were made
     with the probe's current settings (built from them: nothing is embedded again). A dataset
-    whose embeddings are missing, unreadable or stale is left out and named in `skipped`."""
+    whose embeddings are missing, unreadable or stale is left out and named in `skipped`.
+    Returns the record and the distance matrices (long format), which `record_cross` stores."""
     config = registry.probe(probe)
     resolved = resolve_model(config, layout)
     identity = probe_identity(resolved, load_tokenizer(config.tokenizer))
@@ -560,10 +561,9 @@ def cross(registry: Registry, probe: str, layout: Layout, *, code_version: str =
                 code_version=code_version, run_id=run_id,
             ))
             tables.append(matrix_table(result.matrix, dataset_a=a, dataset_b=b))
-    out = layout.cross(probe)
-    if tables:
-        write_table_atomic(pa.concat_tables(tables), out)
-    return CrossRecord(probe=probe, path=str(out) if tables else "", pairs=tuple(pairs), datasets=tuple(names), skipped=tuple(skipped))
+    record = CrossRecord(probe=probe, path=str(layout.cross(probe)) if tables else "", pairs=tuple(pairs),
+                         datasets=tuple(names), skipped=tuple(skipped))
+    return record, pa.concat_tables(tables) if tables else None
 
 
 def _key_mismatch(row: BatchEmbedding, config: ProbeConfig, identity: str, estimator: str) -> bool:
@@ -651,7 +651,18 @@ def neighbours(store: ResultsStore, registry: Registry, record: CoefficientRecor
     return Neighbours(previous, bounds.get("lower_bound"), bounds.get("upper_bound"))
 
 
-def record_cross(store: ResultsStore, record: CrossRecord, layout: Layout) -> list[str]:
+def record_cross(store: ResultsStore, record: CrossRecord, matrices: pa.Table | None, layout: Layout) -> list[str]:
+    """Store the cross rows, then the matrices beside them: the Parquet file is written to a
+    temporary name first and moved into place only once the rows are committed, so a failed
+    commit leaves the previous file and rows as they were. The view is refreshed last; returns
+    the files it had to leave out."""
     store.ensure_schema()
-    views = {"cross_distances": sorted((layout.root / "cross").glob("probe=*/part.parquet"))} if record.path else {}
-    return store.record_cross(record.pairs, views=views)
+    out = layout.cross(record.probe)
+    if matrices is None:
+        out.unlink(missing_ok=True)  # no pair left: earlier matrices no longer describe the datasets
+    else:
+        with atomic_path(out) as pending:
+            pq.write_table(matrices, pending)
+            store.record_cross(record.pairs)
+    files = sorted((layout.root / "cross").glob("probe=*/part.parquet"))
+    return store.record_cross((), views={"cross_distances": files}) if files else []

@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     rows.append(("4", f"N distinct documents of {real[0]} repeated: rising in N",
                  f"{holds(ok[4])}: " + ", ".join(f"N={n}: {res[name].text()}" for n, name in repeats) + f", all: {res[real[0]].text()}"))
 
-    cross = pipeline.cross(registry, probe, layout)
+    cross, _ = pipeline.cross(registry, probe, layout)
     pairs = [p for p in cross.pairs if p.dataset_a in real and p.dataset_b in real]
     good = [p for p in pairs if p.value > max(res[p.dataset_a].value, res[p.dataset_b].value)]
     ok[5] = len(good) == len(pairs) > 0

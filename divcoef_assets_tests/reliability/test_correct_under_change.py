@@ -289,3 +289,22 @@ def test_the_api_checks_names_before_any_work(tmp_path, tiny_gpt2_dir):
         diversity_coefficient(texts, probe=config, cache_dir=tmp_path / "c", name="../../escape")
     assert not (tmp_path / "c").exists()
     assert diversity_coefficient(texts, probe=config, cache_dir=tmp_path / "c").estimate.n_batches == 3
+
+
+def test_a_failed_cross_commit_leaves_the_previous_matrices(ws, monkeypatch):
+    assert ws.materialize("corpus-a").success and ws.materialize("corpus-b").success
+    registry, layout = load_registry(ws.registry), pipeline.Layout(ws.folder / "data" / "artifacts")
+    store = ResultsStore(db_path(ws.folder))
+    record, matrices = pipeline.cross(registry, "tiny", layout)
+    pipeline.record_cross(store, record, matrices, layout)
+    before = layout.cross("tiny").read_bytes()
+
+    def locked(self, records, views=None):
+        raise RuntimeError("the store is locked")
+
+    monkeypatch.setattr(ResultsStore, "record_cross", locked)
+    changed = matrices.set_column(matrices.schema.get_field_index("distance"), "distance", [[0.5] * len(matrices)])
+    with pytest.raises(RuntimeError, match="locked"):
+        pipeline.record_cross(store, record, changed, layout)
+    assert layout.cross("tiny").read_bytes() == before
+    assert [p.name for p in layout.cross("tiny").parent.iterdir()] == ["part.parquet"]
