@@ -183,17 +183,12 @@ class HuggingFaceSource:
     max_documents: int | None = None
 
     def __post_init__(self) -> None:
-        _check_name("path", self.path)
-        _require(
-            self.name is None or (isinstance(self.name, str) and self.name != ""),
-            f"name must be a non-empty string, got {self.name!r}",
-        )
-        _check_name("split", self.split)
-        _check_name("text_column", self.text_column)
-        _require(
-            self.streaming is None or isinstance(self.streaming, bool),
-            f"streaming must be true or false, got {self.streaming!r}",
-        )
+        for field_name in ("path", "split", "text_column"):
+            _check_name(field_name, getattr(self, field_name))
+        _require(self.name is None or (isinstance(self.name, str) and self.name != ""),
+                 f"name must be a non-empty string, got {self.name!r}")
+        _require(self.streaming is None or isinstance(self.streaming, bool),
+                 f"streaming must be true or false, got {self.streaming!r}")
         _check_optional_count("max_documents", self.max_documents)
 
 

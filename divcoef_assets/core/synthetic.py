@@ -117,17 +117,9 @@ class GincModel:
     transition: np.ndarray
     emission: np.ndarray
 
-    @property
-    def n_concepts(self) -> int:
-        return int(self.transition.shape[0])
-
-    @property
-    def n_states(self) -> int:
-        return int(self.transition.shape[1])
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.emission.shape[1])
+    n_concepts = property(lambda self: int(self.transition.shape[0]))
+    n_states = property(lambda self: int(self.transition.shape[1]))
+    vocab_size = property(lambda self: int(self.emission.shape[1]))
 
 
 def _check_concentration(name: str, value: float) -> float:
