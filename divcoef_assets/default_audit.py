@@ -229,7 +229,10 @@ def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir
         raise ValueError(f"not registered: {unknown}; known datasets: {list(registry.datasets)}")
     instance, home = _instance(dagster_home)
     instance.add_dynamic_partitions(DATASET_DIMENSION, [n for n in registry.datasets if not instance.has_dynamic_partition(DATASET_DIMENSION, n)])
-    instance.add_dynamic_partitions(PROBE_DIMENSION, [p for p in registry.probes if not instance.has_dynamic_partition(PROBE_DIMENSION, p)])
+    # Only the probe being audited gets a partition: the catalog shows no "missing" partitions for
+    # registered probes nobody has asked to run (the registry sensor adds all of them when turned on).
+    if not instance.has_dynamic_partition(PROBE_DIMENSION, probe):
+        instance.add_dynamic_partitions(PROBE_DIMENSION, [probe])
     log.info("default audit: probe %s, %d datasets, Dagster instance %s", probe, len(names), home)
     if stop.received():
         return _interrupted(stop.received(), names, [], None)

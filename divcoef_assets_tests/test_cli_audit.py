@@ -22,6 +22,7 @@ def audited(tmp_path_factory):
     probes = {
         "tiny": tiny_probe(save_tiny_gpt2(folder / "tiny-probe", n_embd=8, n_positions=16, seed=0)),
         "other": tiny_probe(save_tiny_gpt2(folder / "other-probe", n_embd=8, n_positions=16, seed=1)),
+        "unused": tiny_probe(folder / "tiny-probe", epochs=2),  # registered, never audited
     }
     audit = TinyAudit(folder, probes, DATASETS)
     plain = audit.run()
@@ -83,3 +84,12 @@ def test_a_broken_dataset_is_counted_once_and_the_others_are_audited(tmp_path, t
     assert code == 1
     assert "1 of 2 datasets audited" in out and "failed: broken" in err
     assert sorted(_table_rows(out)) == ["good"]
+
+
+def test_only_the_audited_probe_gets_a_partition(audited):
+    import dagster as dg
+
+    audit, *_ = audited
+    with dg.instance_for_test(temp_dir=str(audit.home)) as instance:
+        assert sorted(instance.get_dynamic_partitions("probe")) == ["other", "tiny"]  # not "unused"
+        assert sorted(instance.get_dynamic_partitions("dataset")) == DATASETS
