@@ -147,7 +147,8 @@ def snapshot(registry: Registry, dataset: str, layout: Layout) -> SnapshotRecord
     common = dict(dataset=dataset, source_type=spec.source_type, description=spec.description,
                   spec_fingerprint=digest(spec.to_dict()))
     if isinstance(source, SyntheticSource):
-        info = synthetic_snapshot(source, folder / f"{synthetic_snapshot(source).fingerprint}.json")
+        fingerprint = synthetic_snapshot(source).fingerprint  # the spec's digest, no file
+        info = synthetic_snapshot(source, folder / f"{fingerprint}.json")
         final = info.path
         return SnapshotRecord(path=str(final), fingerprint=info.fingerprint, content_fingerprint=info.fingerprint,
                               n_documents=info.n_documents, synthetic=True, source_version=registry_source_version(registry, dataset), **common)

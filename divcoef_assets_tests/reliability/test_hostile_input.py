@@ -236,19 +236,28 @@ def duckdb_configs(monkeypatch):
 NO_AUTOLOAD = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 
-@pytest.mark.parametrize(("kind", "reason"), [
-    ("sqlite", "is a SQLite database, not a DuckDB database"),
-    ("text", "is a file without the DuckDB header, not a DuckDB database"),
-    ("empty", "is empty (0 bytes), not a DuckDB database"),
-])
-def test_duckdb_source_on_a_file_that_is_not_duckdb(tmp_path, duckdb_configs, kind, reason):
-    from divcoef_assets.core.sources import DuckDBSource, SourceDataError, iter_texts
+NOT_DUCKDB = {
+    "sqlite": "is a SQLite database, not a DuckDB database",
+    "text": "is a file without the DuckDB header, not a DuckDB database",
+    "empty": "is empty (0 bytes), not a DuckDB database",
+}
 
-    path = tmp_path / "forum.db"
+
+def _not_duckdb(path, kind: str) -> None:
+    """A file at `path` that DuckDB cannot open: a SQLite database, a text file or nothing."""
     if kind == "sqlite":
         _sqlite_file(path)
     else:
         path.write_text("" if kind == "empty" else "id,body\n1,hello\n")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "text", "empty"])
+def test_duckdb_source_on_a_file_that_is_not_duckdb(tmp_path, duckdb_configs, kind):
+    from divcoef_assets.core.sources import DuckDBSource, SourceDataError, iter_texts
+
+    reason = NOT_DUCKDB[kind]
+    path = tmp_path / "forum.db"
+    _not_duckdb(path, kind)
     with pytest.raises(SourceDataError) as caught:
         list(iter_texts(DuckDBSource(database="forum.db", query="SELECT body AS text FROM posts"), tmp_path))
     message = str(caught.value)
@@ -270,18 +279,13 @@ def test_duckdb_source_still_reads_a_duckdb_database(tmp_path, duckdb_configs):
     assert len(duckdb_configs) == 1 and NO_AUTOLOAD.items() <= duckdb_configs[0].items()
 
 
-@pytest.mark.parametrize(("kind", "reason"), [
-    ("sqlite", "is a SQLite database, not a DuckDB database"),
-    ("text", "is a file without the DuckDB header, not a DuckDB database"),
-])
-def test_results_store_on_a_file_that_is_not_duckdb(tmp_path, duckdb_configs, kind, reason):
+@pytest.mark.parametrize("kind", ["sqlite", "text"])
+def test_results_store_on_a_file_that_is_not_duckdb(tmp_path, duckdb_configs, kind):
     from divcoef_assets.storage import ResultsStore, StoreFileError
 
+    reason = NOT_DUCKDB[kind]
     path = tmp_path / "results.duckdb"
-    if kind == "sqlite":
-        _sqlite_file(path)
-    else:
-        path.write_text("dataset,value\nbible,0.2\n")
+    _not_duckdb(path, kind)
     before = path.read_bytes()
     store = ResultsStore(path, lock_timeout_s=0)
     for action in (store.ensure_schema, lambda: store.coefficients()):
