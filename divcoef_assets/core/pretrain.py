@@ -8,6 +8,11 @@ trained with next-token cross-entropy on contiguous 128-token blocks packed from
 steps. The budget is a step count, not a time, so the same config gives the same weights (bit
 for bit on the same machine). The model is saved with `save_pretrained` (safetensors) next to a
 `pretrain.json` that states the corpus fingerprint, config and final loss.
+
+`train_tokenizer` trains a byte-level BPE tokenizer (GPT-2's scheme, a smaller vocabulary) on the
+same kind of corpus, for a probe whose vocabulary is learned here rather than taken from GPT-2:
+with tens of thousands of output rows a small probe spends most of its time and most of its
+Task2Vec embedding on tokens it has never seen.
 """
 
 from __future__ import annotations
@@ -75,6 +80,32 @@ def pack_tokens(tokenizer: TextTokenizer, texts: Sequence[str], *, chunk: int = 
             parts.append(np.asarray(ids, dtype=np.int32))
             parts.append(np.asarray([tokenizer.eos_id], dtype=np.int32))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+
+EOS_TOKEN = "<|endoftext|>"
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int, out_dir: str | os.PathLike, *, min_frequency: int = 2) -> Path:
+    """Train a byte-level BPE tokenizer with `vocab_size` ids (eos `<|endoftext|>` is id 0, also
+    the pad id) on `texts`, and save it with `save_pretrained` to `out_dir` (a staging folder: callers
+    publish it atomically). Deterministic for the same texts in the same order."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < 257:
+        raise ValueError(f"a byte-level BPE vocabulary needs more than the 256 byte tokens and eos, got {vocab_size}")
+    if not texts:
+        raise ValueError("no texts to train the tokenizer on")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(iter(texts), vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOS_TOKEN],
+                            show_progress=False)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN,
+                                        unk_token=EOS_TOKEN, pad_token=EOS_TOKEN)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out)
+    log.info("trained a %d-id byte-level BPE tokenizer on %d texts into %s", len(tokenizer), len(texts), out)
+    return out
 
 
 def _lr(step: int, config: PretrainConfig) -> float:
