@@ -86,8 +86,9 @@ def test_shipped_registry_loads_with_the_expected_entries() -> None:
     assert set(registry.datasets) == expected
     assert registry.default_probe == "local-gpt2"
     default = registry.probe()
-    assert default.model == "pretrain:local-gpt2" and default.fisher == "mc_head_exact"
-    assert default.extra["pretrain"]["corpus"] == ["bible", "fortunes", "jargon"]
+    assert default.model.endswith("data/probes/local-gpt2") and default.fisher == "mc_head_exact"
+    assert default.tokenizer == default.model and default.init == "pretrained"
+    assert registry.probe("small-gpt2").extra["pretrain"]["corpus"] == ["bible", "fortunes", "jargon"]
     assert registry.probe("rand-gpt2").init == "random"
     gpt2 = registry.probe("gpt2")
     assert (
