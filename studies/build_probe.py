@@ -9,8 +9,9 @@ its audit time on training. Everything it reads is in the repository: the corpor
 `--corpus` (registered text datasets of `--registry`), every usable document of each, in registry
 order. The recipe (tokenizer vocabulary, architecture, optimiser steps, seed) is stated in the
 folder's `pretrain.json`; the same command and arguments give the same tokenizer, and the same
-weights bit for bit on the same machine and torch version (the run is seeded and the budget is a
-step count, not a time). BENCHMARKS.md ("Probe search") says why this recipe was chosen.
+weights bit for bit on the same machine and torch version (the run is seeded, the budget is a step
+count, not a time, and torch uses every usable core whatever the load, since the thread count
+changes how sums are ordered). BENCHMARKS.md ("Probe search") says why this recipe was chosen.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from divcoef_assets.core.fingerprint import texts_digest  # noqa: E402
 from divcoef_assets.core.pretrain import PretrainConfig, pretrain_probe, train_tokenizer  # noqa: E402
 from divcoef_assets.core.tokenize import load_tokenizer, usable_texts  # noqa: E402
 from divcoef_assets.registry import load_registry  # noqa: E402
+from divcoef_assets.threads import configure_torch_threads, usable_cpus  # noqa: E402
 
 log = logging.getLogger("build_probe")
 
@@ -79,6 +81,7 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=RECIPE.lr)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    configure_torch_threads(usable_cpus())
     config = dataclasses.replace(RECIPE, n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, steps=args.steps,
                                  batch_size=args.batch_size, seed=args.seed, lr=args.lr)
     meta = build(Path(args.out), registry_path=args.registry, corpora=args.corpus, vocab=args.vocab, config=config)
