@@ -43,6 +43,7 @@ from scipy.stats import kendalltau, spearmanr  # noqa: E402
 
 from divcoef_assets import paths, pipeline  # noqa: E402
 from divcoef_assets.core.baselines import all_baselines  # noqa: E402
+from divcoef_assets.core.distance import get_distance  # noqa: E402
 from divcoef_assets.core.sampling import batch_indices  # noqa: E402
 from divcoef_assets.core.snapshot import read_texts  # noqa: E402
 from divcoef_assets.core.sources import (  # noqa: E402
@@ -124,6 +125,9 @@ def main(argv=None) -> int:
     parser.add_argument("--probe", default=None, help="registered probe (default: the registry's default)")
     parser.add_argument("--data-dir", default=None, help="artifacts and cache (default: $DIVCOEF_DATA_DIR or data/)")
     parser.add_argument("--second-seed", type=int, default=1)
+    parser.add_argument("--distance", default=None,
+                        help="score with this registered distance instead of the probe's (the embeddings are the same, "
+                        "so they come from the cache); the probe is renamed <probe>-<distance>")
     parser.add_argument("--out", default=str(ROOT / "studies" / "out"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -132,6 +136,11 @@ def main(argv=None) -> int:
     base = load_registry(args.registry)
     probe = args.probe or base.default_probe
     config = base.probe(probe)
+    if args.distance and args.distance != config.distance:
+        get_distance(args.distance)
+        config = dataclasses.replace(config, name=f"{probe}-{args.distance.replace('_', '-')}", distance=args.distance)
+        base = dataclasses.replace(base, probes=MappingProxyType({**base.probes, config.name: config}))
+        probe = config.name
     real = real_corpora(base)
     if len(real) < 2:
         raise SystemExit(f"the battery needs at least two real text corpora in {base.path}; found {real}")
