@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -152,8 +153,12 @@ def main(argv=None) -> int:
                                    allowed_roots=base.allowed_roots + ((layout.root / "battery").resolve(),) if base.allowed_roots else ())
     pipeline.probe_network(registry, probe, layout)
 
+    seconds: list[float] = []  # per embedding, as computed (also when read back from the cache)
+
     def audit(name: str, probe_name: str = probe) -> Measured:
-        r = pipeline.audit_partition(registry, name, probe_name, layout).record
+        outcome = pipeline.audit_partition(registry, name, probe_name, layout)
+        seconds.extend(row.seconds_finetune + row.seconds_fisher for row in outcome.result.embeddings)
+        r = outcome.record
         return Measured(r.value, r.ci_low, r.ci_high, r.noise_floor)
 
     res = {name: audit(name) for name in [*real, *extra]}
@@ -224,8 +229,9 @@ def main(argv=None) -> int:
     rows.append(("8", "rank correlation with simple measures across the real corpora (reported)",
                  ", ".join(f"{m} {rho:+.2f}" for m, rho in correlations.items())))
 
-    seconds = time.perf_counter() - started
-    header = [f"Validity battery, probe `{probe}` ({config.fingerprint()}), {len(real)} real corpora, {seconds / 60:.1f} min",
+    elapsed = time.perf_counter() - started
+    header = [f"Validity battery, probe `{probe}` ({config.fingerprint()}), {len(real)} real corpora, {elapsed / 60:.1f} min, "
+              f"median {statistics.median(seconds):.1f} s per embedding",
               "", "| # | property | result |", "|---|---|---|"]
     report = "\n".join(header + [f"| {a} | {b} | {c} |" for a, b, c in rows]
                        + ["", f"{sum(ok.values())} of 7 required properties hold."])
@@ -237,8 +243,9 @@ def main(argv=None) -> int:
         "results": {n: dataclasses.asdict(m) for n, m in res.items()},
         "second_seed": {n: dataclasses.asdict(m) for n, m in res2.items()},
         "baselines": baselines, "correlations": correlations, "properties": {str(k): v for k, v in ok.items()},
-        "seconds": seconds,
-    }, indent=2), encoding="utf-8")
+        "seconds": elapsed, "seconds_per_embedding": statistics.median(seconds), "n_embeddings": len(seconds),
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("name", "description")},
+    }, indent=2, default=str), encoding="utf-8")
     print(report)
     return 0
 
