@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "studies"))
 
 import battery  # noqa: E402
 
-from divcoef_assets.core.atomic import atomic_write_text  # noqa: E402
+from divcoef_assets.core.atomic import write_text_atomic  # noqa: E402
 
 log = logging.getLogger("probe_search")
 SHIPPED = ROOT / "data" / "registry.yaml"
@@ -66,7 +66,7 @@ def merged_registry(cands: dict[str, dict]) -> Path:
                 probe[key] = value
         probe["description"] = cand.get("note", name)
         registry["probes"][name] = probe
-    atomic_write_text(MERGED, "# Written by studies/probe_search.py: the shipped registry plus the search's candidates.\n"
+    write_text_atomic(MERGED, "# Written by studies/probe_search.py: the shipped registry plus the search's candidates.\n"
                       + yaml.safe_dump(registry, sort_keys=False))
     return MERGED
 
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
             log.info("candidate %s: battery %s", name, " ".join(argv_b))
             battery.main(argv_b)
     text = table(cands, out)
-    atomic_write_text(out / "results.md", text + "\n")
+    write_text_atomic(out / "results.md", text + "\n")
     print(text)
     return 0
 
