@@ -37,9 +37,20 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class RayHead:
-    address: str  # host:port of the cluster's GCS, for ray.init
+    gcs_address: str  # host:port of the cluster's GCS, for ray.init
     session: int  # session id of every process of the cluster
     temp_dir: Path
+    start: subprocess.Popen | None = None  # `ray start`, until it has returned
+
+    @property
+    def address(self) -> str:
+        """The cluster's address, once `ray start` has returned (it starts in the background,
+        so the caller can do other work meanwhile)."""
+        if self.start is not None and self.start.returncode is None:
+            out, _ = self.start.communicate(timeout=120)
+            if self.start.returncode != 0:
+                raise RuntimeError(f"ray start failed (exit {self.start.returncode}):\n{out[-3000:]}")
+        return self.gcs_address
 
     def processes(self) -> dict[int, str]:
         """pid -> command line (as the process shows it) of every process of the cluster."""
@@ -78,8 +89,9 @@ def _kill_session(session: int) -> None:
 
 
 @contextlib.contextmanager
-def ray_head(num_cpus: int = 2, timeout_s: float = 120.0) -> Iterator[RayHead]:
-    """A running single-node cluster on 127.0.0.1 for the duration of the block."""
+def ray_head(num_cpus: int = 2) -> Iterator[RayHead]:
+    """A single-node cluster on 127.0.0.1 for the duration of the block, running once its
+    `address` has been read."""
     _loopback_only()
     ray = Path(sys.executable).with_name("ray")
     temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # sockets live under it: keep the path short
@@ -94,15 +106,14 @@ def ray_head(num_cpus: int = 2, timeout_s: float = 120.0) -> Iterator[RayHead]:
     start = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              env={**os.environ, **LOOPBACK_ONLY}, start_new_session=True)
     try:
-        out, _ = start.communicate(timeout=timeout_s)
-        if start.returncode != 0:
-            raise RuntimeError(f"ray start failed (exit {start.returncode}):\n{out[-3000:]}")
-        yield RayHead(f"127.0.0.1:{port}", start.pid, temp_dir)
+        yield RayHead(f"127.0.0.1:{port}", start.pid, temp_dir, start)
     finally:
         with contextlib.suppress(Exception):
             import ray as ray_module
 
             ray_module.shutdown()
-        start.kill()
+        if start.poll() is None:
+            start.kill()
+            start.communicate()
         _kill_session(start.pid)
         shutil.rmtree(temp_dir, ignore_errors=True)
