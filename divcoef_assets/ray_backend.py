@@ -197,16 +197,7 @@ def ray_embedder_factory(options: RayOptions = RayOptions()):
     return factory
 
 
-def where_computed(rows: Sequence[BatchEmbedding]) -> dict[str, int]:
-    """How many of `rows` each (node, pid) computed, as "node[:12]/pid" (empty node: outside Ray)."""
-    counts: dict[str, int] = {}
-    for row in rows:
-        name = f"{row.node_id[:12] or 'local'}/{row.worker_pid}"
-        counts[name] = counts.get(name, 0) + 1
-    return counts
-
-
 __all__ = [
     "EmbeddingWorker", "NoGpuError", "ProbeMismatchError", "RayEmbedder", "RayNotInstalledError", "RayOptions",
-    "gpus_per_worker", "import_ray", "pool_size", "ray_embedder_factory", "where_computed",
+    "gpus_per_worker", "import_ray", "pool_size", "ray_embedder_factory",
 ]

@@ -6,6 +6,11 @@ It never computes an embedding twice: each (probe, data, batch, repeat) is looke
 loaded when something is missing. Progress (batch i of n, seconds per batch, ETA) goes to the
 log and to an optional callback.
 
+Where: a missing embedding is an `EmbeddingTask` (plain values and the token batch) and
+`embed_task` computes it, the one function that does, here (`LocalEmbedder`, the default) or in
+another process (`divcoef_assets.ray_backend` passes an `Embedder` that runs it on Ray workers).
+Whatever computes them, the results are cached and returned by the caller of `compute_embeddings`.
+
 Seeds: batch i of a dataset is drawn with rng(seed, i) (see `core.sampling`), and its
 embedding uses `embedding_seed(seed, i, repeat)` for dropout and Monte Carlo draws; repeat 0
 is the batch's embedding, repeats 1.. are the extra embeddings of the same batch that measure
