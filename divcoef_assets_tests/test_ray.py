@@ -36,6 +36,8 @@ PROBE_ENTRY = dict(n_batches=3, noise_repeats=2, noise_batches=1)
 def head():
     with ray_head(num_cpus=2) as cluster:
         yield cluster
+    left = cluster.processes()
+    assert not left, f"processes of the Ray cluster outlived it: {left}"
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,8 @@ def test_partition_through_ray_equals_local_and_is_computed_in_ray_workers(head,
     assert [r.value for r in stored] == [coefficient.value]
 
 
-def test_a_worker_killed_mid_embedding_is_retried_and_the_coefficient_is_unchanged(head, registry, local_run, tmp_path):
+def test_a_worker_killed_mid_embedding_is_retried_and_the_coefficient_is_unchanged(head, registry, local_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", head.address)  # no ray_address: dagster-ray's LocalRay finds the cluster
     killed: list[int] = []
     done = threading.Event()
 
@@ -104,8 +107,7 @@ def test_a_worker_killed_mid_embedding_is_retried_and_the_coefficient_is_unchang
     killer = threading.Thread(target=kill_first_busy_worker, daemon=True)
     killer.start()
     try:
-        emb, rows, coefficient, stored = materialize(tmp_path, registry, embedding_backend="ray", ray_address=head.address,
-                                                     ray_workers=1, ray_max_retries=2)
+        emb, rows, coefficient, stored = materialize(tmp_path, registry, embedding_backend="ray", ray_workers=1, ray_max_retries=2)
     finally:
         done.set()
         killer.join()
