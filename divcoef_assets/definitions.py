@@ -2,6 +2,7 @@
 
     dagster dev -h 127.0.0.1          # UI on localhost only
     dagster definitions validate
+    dagster dev -h 127.0.0.1 -m divcoef_assets.ray_definitions   # embeddings on Ray (see README "Scaling out")
     dagster asset materialize --select '*' --partition 'bible|local-gpt2' -m divcoef_assets.definitions
 
 Paths are fields of `DivcoefResource`; left empty they come from the environment when a run
@@ -19,7 +20,8 @@ import dagster as dg
 from divcoef_assets.assets.batches import token_batches
 from divcoef_assets.assets.coefficients import cross_diversity, diversity_coefficient
 from divcoef_assets.assets.distances import distance_matrix
-from divcoef_assets.assets.embeddings import task2vec_embeddings
+from divcoef_assets.assets.common import GPU_POOL
+from divcoef_assets.assets.embeddings import build_task2vec_embeddings, task2vec_embeddings
 from divcoef_assets.assets.probe import probe_network
 from divcoef_assets.assets.snapshots import dataset_snapshot
 from divcoef_assets.io import RecordIOManager
@@ -31,11 +33,20 @@ from divcoef_assets.sensors import registry_sensor
 ASSETS = [probe_network, dataset_snapshot, token_batches, task2vec_embeddings, distance_matrix, diversity_coefficient, cross_diversity]
 
 
-def build_definitions(*, registry_path: str = "", data_dir: str = "", db_path: str = "", cache_dir: str = "") -> dg.Definitions:
-    divcoef = DivcoefResource(registry_path=registry_path, data_dir=data_dir, db_path=db_path, cache_dir=cache_dir)
+def build_definitions(
+    *, registry_path: str = "", data_dir: str = "", db_path: str = "", cache_dir: str = "",
+    embedding_backend: str = "local", ray_address: str = "", **ray_options,
+) -> dg.Definitions:
+    """The project's definitions; `embedding_backend="ray"` computes batch embeddings on a Ray
+    cluster (`ray_address`, `ray_options`: the `ray_*` fields of `DivcoefResource`) and puts
+    task2vec_embeddings in the `gpu` pool instead of `torch`."""
+    divcoef = DivcoefResource(registry_path=registry_path, data_dir=data_dir, db_path=db_path, cache_dir=cache_dir,
+                              embedding_backend=embedding_backend, ray_address=ray_address, **ray_options)
     records = str(Path(data_dir).resolve() / "records") if data_dir else ""  # empty: <data dir>/records at run time
+    embeddings = task2vec_embeddings if embedding_backend == "local" else build_task2vec_embeddings(GPU_POOL)
+    assets = [embeddings if a is task2vec_embeddings else a for a in ASSETS]
     return dg.Definitions(
-        assets=ASSETS,
+        assets=assets,
         jobs=[probe_job, audit_job, cross_job],
         sensors=[registry_sensor],
         schedules=[weekly_reaudit],

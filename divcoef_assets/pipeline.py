@@ -43,7 +43,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from divcoef_assets.core.atomic import TMP_PREFIX, atomic_path, sweep_temporaries, write_atomic
-from divcoef_assets.core.audit import DiversityResult, ProgressCallback, audit_embeddings, cross_summarize, summarize
+from divcoef_assets.core.audit import (
+    DiversityResult,
+    EmbedderFactory,
+    ProgressCallback,
+    audit_embeddings,
+    cross_summarize,
+    summarize,
+)
 from divcoef_assets.core.cache import BatchEmbedding, EmbeddingCache
 from divcoef_assets.core.config import ProbeConfig
 from divcoef_assets.core.distance import pdist
@@ -349,28 +356,34 @@ def resolve_model(config: ProbeConfig, layout: Layout | None) -> ProbeConfig:
 def embed_batches(
     config: ProbeConfig, batches: dict[int, TokenBatch], layout: Layout | None, *, cache: EmbeddingCache,
     progress: ProgressCallback | None = None, label: str = "", probe_loader: Callable[[], Probe] | None = None,
+    embedder: EmbedderFactory | None = None,
 ) -> tuple[list[BatchEmbedding], str]:
     """Embeddings of `batches` (and the noise repeats) through the content-addressed cache;
-    returns them with the probe identity they were computed with."""
+    returns them with the probe identity they were computed with. `embedder` computes the
+    missing ones elsewhere (`ray_backend.RayEmbedder`); by default they are computed here."""
     resolved = resolve_model(config, layout)
     tokenizer = load_tokenizer(config.tokenizer)
     identity = probe_identity(resolved, tokenizer)
     loader = probe_loader or (lambda: load_probe_for(resolved, tokenizer))
     rows = audit_embeddings(config, lambda i: batches[i], loader, n_batches=min(config.n_batches, len(batches)),
-                            probe_identity=identity, cache=cache, progress=progress, label=label)
+                            probe_identity=identity, cache=cache, progress=progress, label=label,
+                            embedder=embedder(resolved, identity) if embedder is not None else None)
     return rows, identity
 
 
 def embeddings(
     registry: Registry, dataset: str, probe: str, batches: TokenBatchesRecord, layout: Layout,
     *, progress: ProgressCallback | None = None, probe_loader: Callable[[], Probe] | None = None,
+    embedder: EmbedderFactory | None = None,
 ) -> EmbeddingsRecord:
-    """Embed every batch (and the noise repeats), through the per-batch cache."""
+    """Embed every batch (and the noise repeats), through the per-batch cache; the missing ones
+    here, or by `embedder` (e.g. on a Ray cluster). Either way the cache and the embeddings file
+    are written by this process."""
     config = registry.probe(probe)
     require_same_settings("token_batches", batches.settings_fingerprint, config, "task2vec_embeddings")
     tokens = read_token_batches(batches.path)
     rows, identity = embed_batches(config, tokens, layout, cache=layout.cache, progress=progress,
-                                   label=f"{dataset}|{probe}", probe_loader=probe_loader)
+                                   label=f"{dataset}|{probe}", probe_loader=probe_loader, embedder=embedder)
     out = layout.embeddings(dataset, probe)
     write_table_atomic(embeddings_table(rows, batches.snapshot_fingerprint, batches.settings_fingerprint), out)
     computed = [r for r in rows if not r.cached]
@@ -406,6 +419,9 @@ def embeddings_table(rows: list[BatchEmbedding], snapshot_fingerprint: str, sett
         "key": [r.key for r in rows],
         "batch_fingerprint": [r.batch_fingerprint for r in rows],
         "cached": [r.cached for r in rows],
+        # Where each embedding was computed (a cached one: where it was computed first).
+        "worker_pid": pa.array([r.worker_pid for r in rows], pa.int64()),
+        "node_id": [r.node_id for r in rows],
     })
 
 
@@ -422,6 +438,8 @@ def read_embedding_rows(path: str | Path) -> list[BatchEmbedding]:
             seconds_finetune=t["seconds_finetune"][k], seconds_fisher=t["seconds_fisher"][k],
             n_scored_tokens=t["n_scored_tokens"][k], layout="", key=t["key"][k],
             batch_fingerprint=t["batch_fingerprint"][k], cached=t["cached"][k],
+            worker_pid=(t.get("worker_pid") or [0] * len(t["batch_index"]))[k] or 0,
+            node_id=(t.get("node_id") or [""] * len(t["batch_index"]))[k] or "",
         )
         for k in range(len(t["batch_index"]))
     ]

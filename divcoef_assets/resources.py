@@ -7,16 +7,33 @@ deployment sets the fields (or the variables) and tests point the whole graph el
 
 When a run starts, the resource also sizes torch's thread pool to the free cores (once per
 process, see `divcoef_assets.threads`), so runs launched side by side do not oversubscribe them.
+
+Where batch embeddings are computed is a field too, `embedding_backend`:
+
+- "local" (the default): in the step's own process;
+- "ray": on a Ray cluster (`divcoef_assets.ray_backend`), reached through dagster-ray's resource
+  (`divcoef_assets.ray_resources`): `ray_address` names the cluster (`ray://head:10001`), empty
+  lets `ray.init()` find it (`RAY_ADDRESS`, else the cluster started last on this machine, else a
+  local one). The step still reads the cache, writes the cache and the embeddings file, and the
+  DuckDB file is written by the Dagster steps only. Ray is an optional extra: the modules that
+  import it are imported only in this mode, and without it the step fails saying how to install it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dagster as dg
 
 from divcoef_assets import paths, threads
+from divcoef_assets.core.audit import EmbedderFactory
 from divcoef_assets.pipeline import Layout
 from divcoef_assets.registry import Registry, load_registry
 from divcoef_assets.storage import ResultsStore
+
+
+BACKENDS = ("local", "ray")
 
 
 class DivcoefResource(dg.ConfigurableResource):
@@ -27,10 +44,40 @@ class DivcoefResource(dg.ConfigurableResource):
     cache_dir: str = ""  # empty: $DIVCOEF_CACHE or <data_dir>/artifacts/cache/embeddings
     db_path: str = ""  # empty: $DIVCOEF_DB or <data_dir>/divcoef.duckdb
     lock_timeout_s: float = 120.0  # how long a writer waits for the DuckDB file lock
+    embedding_backend: str = "local"  # "local" or "ray": where task2vec_embeddings computes missing embeddings
+    ray_address: str = ""  # "ray": the cluster (ray://head:10001); empty: RAY_ADDRESS, else a local cluster
+    ray_workers: int = 0  # "ray": actors per partition; 0: as many as the cluster's GPUs (or CPUs) hold
+    ray_cpus_per_worker: float = 1.0  # "ray": num_cpus of each actor (and its torch threads)
+    ray_gpus_per_worker: float = -1.0  # "ray": num_gpus of each actor; -1: 1 when the probe's device is cuda, else 0
+    ray_max_retries: int = 3  # "ray": restarts of a killed actor and retries of the batch it was embedding
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self.embedding_backend not in BACKENDS:
+            raise ValueError(f"DivcoefResource.embedding_backend is {self.embedding_backend!r}; expected one of {', '.join(BACKENDS)}")
         if context.dagster_run is not None:  # a run, not a sensor or schedule evaluation
             threads.ensure_torch_threads()
+
+    @contextmanager
+    def embedder(self) -> Iterator[EmbedderFactory | None]:
+        """None in the local mode; in the Ray mode, connected to the cluster for the duration of
+        the block (dagster-ray's resource), a factory of Ray embedders for `pipeline.embeddings`."""
+        if self.embedding_backend == "local":
+            yield None
+            return
+        if self.embedding_backend != "ray":
+            raise ValueError(f"DivcoefResource.embedding_backend is {self.embedding_backend!r}; expected one of {', '.join(BACKENDS)}")
+        from divcoef_assets.ray_backend import INSTALL_HINT, RayNotInstalledError, RayOptions, ray_embedder_factory
+
+        factory = ray_embedder_factory(RayOptions(
+            workers=self.ray_workers, cpus_per_worker=self.ray_cpus_per_worker, max_retries=self.ray_max_retries,
+            gpus_per_worker=None if self.ray_gpus_per_worker < 0 else self.ray_gpus_per_worker,
+        ))
+        try:
+            from divcoef_assets.ray_resources import cluster_resource
+        except ImportError as exc:
+            raise RayNotInstalledError(f"embedding_backend 'ray' needs dagster-ray ({exc}); install it with {INSTALL_HINT}") from exc
+        with dg.build_resources({"ray_cluster": cluster_resource(self.ray_address)}):
+            yield factory
 
     def registry(self) -> Registry:
         return load_registry(self.registry_path or None)

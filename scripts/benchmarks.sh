@@ -11,5 +11,6 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 if [ "$#" -eq 0 ]; then
     .venv/bin/python benchmarks/options.py
     .venv/bin/python benchmarks/corpus_size.py
+    .venv/bin/python benchmarks/ray_overhead.py
     .venv/bin/python studies/less_work.py
 fi

@@ -12,9 +12,11 @@ PARTITIONS = dataset_probe_partitions
 CHAIN_VERSION = "chain-3"
 ENGINE_CODE_VERSION = f"{CHAIN_VERSION}-engine-{ENGINE_VERSION}"
 # Concurrency pools (limits in data/dagster_home/dagster.yaml): the steps that write the DuckDB
-# results file, and the steps that run the probe network on every core.
+# results file, the steps that run the probe network on every core, and the embedding steps that
+# send their batches to a Ray cluster's (GPU) workers.
 DUCKDB_POOL = "duckdb_writer"
 TORCH_POOL = "torch"
+GPU_POOL = "gpu"
 
 
 def keys(context: dg.AssetExecutionContext) -> tuple[str, str]:

@@ -6,6 +6,11 @@ It never computes an embedding twice: each (probe, data, batch, repeat) is looke
 loaded when something is missing. Progress (batch i of n, seconds per batch, ETA) goes to the
 log and to an optional callback.
 
+Where: a missing embedding is an `EmbeddingTask` (plain values and the token batch) and
+`embed_task` computes it, the one function that does, here (`LocalEmbedder`, the default) or in
+another process (`divcoef_assets.ray_backend` passes an `Embedder` that runs it on Ray workers).
+Whatever computes them, the results are cached and returned by the caller of `compute_embeddings`.
+
 Seeds: batch i of a dataset is drawn with rng(seed, i) (see `core.sampling`), and its
 embedding uses `embedding_seed(seed, i, repeat)` for dropout and Monte Carlo draws; repeat 0
 is the batch's embedding, repeats 1.. are the extra embeddings of the same batch that measure
@@ -16,8 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,6 +77,75 @@ def embedding_key(*, batch: str, probe: str, estimator: str, seed: int) -> str:
     return digest("embedding", batch, probe, estimator, seed, width=32)
 
 
+@dataclass(frozen=True)
+class EmbeddingTask:
+    """Everything one missing embedding needs besides the probe: plain values and arrays, so a
+    task can be shipped to another process or machine (`divcoef_assets.ray_backend`) and give
+    there what it gives here."""
+
+    batch_index: int
+    repeat: int
+    seed: int  # embedding_seed(config.seed, batch_index, repeat)
+    key: str  # embedding_key of the computation: where the result is cached
+    batch_fingerprint: str
+    batch: TokenBatch
+
+
+# Computes the embeddings of `tasks` with `config`'s probe; yields each row as soon as it is done
+# (in any order). The local embedder is `LocalEmbedder`; `divcoef_assets.ray_backend` has one that
+# fans the tasks out to a Ray cluster.
+Embedder = Callable[[ProbeConfig, Sequence[EmbeddingTask]], Iterator[BatchEmbedding]]
+# Given the probe config with its model resolved to what is loaded and the probe's identity (the
+# probe part of every cache key), an embedder for that probe.
+EmbedderFactory = Callable[[ProbeConfig, str], Embedder]
+
+
+def embed_task(probe: Probe, config: ProbeConfig, task: EmbeddingTask, *, node_id: str = "", label: str = "") -> BatchEmbedding:
+    """One batch embedding: the one function that computes an embedding, locally or in a worker.
+    The row records the process (and Ray node, when there is one) that computed it."""
+    try:
+        emb = embed_batch(probe, task.batch, config, seed=task.seed)
+    except FisherNotFiniteError as exc:
+        # Nothing is cached: a re-run after fixing the probe recomputes this embedding.
+        raise FisherNotFiniteError(
+            f"{label}batch {task.batch_index}, repeat {task.repeat} with probe "
+            f"{config.name!r} ({config.model}): {exc}; nothing was cached or recorded"
+        ) from exc
+    return BatchEmbedding(
+        batch_index=task.batch_index,
+        repeat=task.repeat,
+        seed=task.seed,
+        vector=emb.vector,
+        finetune_loss_first=emb.finetune_loss_first,
+        finetune_loss_last=emb.finetune_loss_last,
+        fisher_loss=emb.fisher_loss,
+        seconds_finetune=emb.seconds_finetune,
+        seconds_fisher=emb.seconds_fisher,
+        n_scored_tokens=emb.n_scored_tokens,
+        layout=json.dumps([[e.module, e.start, e.stop] for e in emb.layout]),
+        key=task.key,
+        batch_fingerprint=task.batch_fingerprint,
+        worker_pid=os.getpid(),
+        node_id=node_id,
+    )
+
+
+class LocalEmbedder:
+    """Embeds tasks one after the other in this process; the probe is loaded on first use and
+    kept across calls (sequential stopping calls again for every added batch)."""
+
+    def __init__(self, probe_loader: Callable[[], Probe], *, label: str = ""):
+        self._loader = probe_loader
+        self._probe: Probe | None = None
+        self._label = label
+
+    def __call__(self, config: ProbeConfig, tasks: Sequence[EmbeddingTask]) -> Iterator[BatchEmbedding]:
+        for task in tasks:
+            if self._probe is None:
+                self._probe = self._loader()
+            yield embed_task(self._probe, config, task, label=self._label)
+
+
 def compute_embeddings(
     config: ProbeConfig,
     jobs: Sequence[EmbeddingJob],
@@ -81,9 +156,11 @@ def compute_embeddings(
     cache: EmbeddingCache,
     progress: ProgressCallback | None = None,
     label: str = "",
+    embedder: Embedder | None = None,
 ) -> list[BatchEmbedding]:
-    """Embeddings for `jobs`, from the cache where the same computation was done before; new
-    ones are cached at once. The probe is loaded only when something is missing."""
+    """Embeddings for `jobs`, from the cache where the same computation was done before; the
+    missing ones are computed by `embedder` (default: here, `LocalEmbedder`) and each is cached
+    the moment it arrives. The probe is loaded only when something is missing."""
     estimator = config.estimator_fingerprint()
     batches: dict[int, TokenBatch] = {}
     batch_fps: dict[int, str] = {}
@@ -104,51 +181,38 @@ def compute_embeddings(
         "%s%d embeddings needed, %d cached, %d to compute (probe %s)",
         prefix, len(jobs), len(jobs) - len(missing), len(missing), config.name,
     )
-    if missing:
-        cache.ensure_writable()
-    probe: Probe | None = None
-    started = time.perf_counter()
-    for done, k in enumerate(missing, start=1):
-        job = jobs[k]
-        if probe is None:
-            probe = probe_loader()
-        seed = embedding_seed(config.seed, job.batch_index, job.repeat)
-        t0 = time.perf_counter()
-        try:
-            emb = embed_batch(probe, batches[job.batch_index], config, seed=seed)
-        except FisherNotFiniteError as exc:
-            # Nothing is cached: a re-run after fixing the probe recomputes this embedding.
-            raise FisherNotFiniteError(
-                f"{prefix}batch {job.batch_index}, repeat {job.repeat} with probe "
-                f"{config.name!r} ({config.model}): {exc}; nothing was cached or recorded"
-            ) from exc
-        row = BatchEmbedding(
-            batch_index=job.batch_index,
-            repeat=job.repeat,
-            seed=seed,
-            vector=emb.vector,
-            finetune_loss_first=emb.finetune_loss_first,
-            finetune_loss_last=emb.finetune_loss_last,
-            fisher_loss=emb.fisher_loss,
-            seconds_finetune=emb.seconds_finetune,
-            seconds_fisher=emb.seconds_fisher,
-            n_scored_tokens=emb.n_scored_tokens,
-            layout=json.dumps([[e.module, e.start, e.stop] for e in emb.layout]),
-            key=keys[k],
-            batch_fingerprint=batch_fps[job.batch_index],
-        )
+    if not missing:
+        return [row for row in rows if row is not None]
+    cache.ensure_writable()
+    tasks = [
+        EmbeddingTask(batch_index=jobs[k].batch_index, repeat=jobs[k].repeat, seed=embedding_seed(config.seed, jobs[k].batch_index, jobs[k].repeat),
+                      key=keys[k], batch_fingerprint=batch_fps[jobs[k].batch_index], batch=batches[jobs[k].batch_index])
+        for k in missing
+    ]
+    slot = {keys[k]: k for k in missing}
+    embed = embedder or LocalEmbedder(probe_loader, label=prefix)
+    started = last = time.perf_counter()
+    done = 0
+    for row in embed(config, tasks):
+        k = slot.pop(row.key, None)
+        if k is None or row.batch_index != jobs[k].batch_index or row.repeat != jobs[k].repeat:
+            raise RuntimeError(f"{prefix}the embedder returned an embedding nobody asked for (batch {row.batch_index}, "
+                               f"repeat {row.repeat}, key {row.key}); nothing more was cached")
         cache.put(row)
         rows[k] = row
-        seconds = time.perf_counter() - t0
-        elapsed = time.perf_counter() - started
-        eta = elapsed / done * (len(missing) - done)
+        done += 1
+        now = time.perf_counter()
+        seconds, last = now - last, now
+        eta = (now - started) / done * (len(missing) - done)
         log.info(
-            "%sembedding %d/%d (batch %d, repeat %d) in %.1fs (fine-tune %.1fs, Fisher %.1fs); ETA %.0fs",
-            prefix, done, len(missing), job.batch_index, job.repeat, seconds,
-            emb.seconds_finetune, emb.seconds_fisher, eta,
+            "%sembedding %d/%d (batch %d, repeat %d) in %.1fs (fine-tune %.1fs, Fisher %.1fs, pid %d%s); ETA %.0fs",
+            prefix, done, len(missing), row.batch_index, row.repeat, seconds, row.seconds_finetune, row.seconds_fisher,
+            row.worker_pid, f", node {row.node_id[:12]}" if row.node_id else "", eta,
         )
         if progress is not None:
             progress(done, len(missing), seconds)
+    if slot:
+        raise RuntimeError(f"{prefix}the embedder ended with {len(slot)} embedding(s) not computed; the others are cached")
     return [row for row in rows if row is not None]
 
 

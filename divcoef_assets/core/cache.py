@@ -8,7 +8,8 @@ part of it, so an entry is reused only for the same computation, whatever it is 
 
     <root>/<key[:2]>/<key>.safetensors
 
-Files are safetensors (no pickle) with the losses and timings in their metadata, written through
+Files are safetensors (no pickle) with the losses, timings and the process (and Ray node) that
+computed the embedding in their metadata, written through
 `core.atomic` (temporary name, then rename), so a killed run never leaves a half-written entry.
 """
 
@@ -52,6 +53,8 @@ class BatchEmbedding:
     key: str = ""  # the cache key: what this embedding was computed from
     batch_fingerprint: str = ""  # content of the token batch (ids and mask)
     cached: bool = False  # True when read from the cache rather than computed in this run
+    worker_pid: int = 0  # process that computed the embedding (0: not recorded)
+    node_id: str = ""  # Ray node that computed it; empty when computed outside Ray
 
 
 _META_FLOATS = ("finetune_loss_first", "finetune_loss_last", "fisher_loss", "seconds_finetune", "seconds_fisher")
@@ -78,17 +81,19 @@ class EmbeddingCache:
                 vector = fh.get_tensor("vector")
             values = {name: float(meta[name]) for name in _META_FLOATS}
             seed, n_scored, layout = int(meta["seed"]), int(meta["n_scored_tokens"]), meta["layout"]
+            where = dict(worker_pid=int(meta.get("worker_pid", 0)), node_id=meta.get("node_id", ""))
         except (SafetensorError, OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring unreadable cache entry %s (%s); it will be recomputed", path, exc)
             return None
         return BatchEmbedding(
             batch_index=batch_index, repeat=repeat, seed=seed, vector=vector, n_scored_tokens=n_scored,
-            layout=layout, key=key, batch_fingerprint=batch_fingerprint, cached=True, **values,
+            layout=layout, key=key, batch_fingerprint=batch_fingerprint, cached=True, **where, **values,
         )
 
     def put(self, row: BatchEmbedding) -> Path:
         meta = {name: repr(getattr(row, name)) for name in _META_FLOATS}
-        meta.update(seed=str(row.seed), n_scored_tokens=str(row.n_scored_tokens), layout=row.layout)
+        meta.update(seed=str(row.seed), n_scored_tokens=str(row.n_scored_tokens), layout=row.layout,
+                    worker_pid=str(row.worker_pid), node_id=row.node_id)
         vector = {"vector": np.ascontiguousarray(row.vector, dtype=np.float32)}
         return write_atomic(self.path(row.key), lambda tmp: save_file(vector, tmp, metadata=meta))
 
