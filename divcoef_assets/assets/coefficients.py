@@ -12,16 +12,19 @@ from divcoef_assets.resources import DivcoefResource
 _METADATA = ("value", "stderr", "ci_low", "ci_high", "noise_floor", "noise_corrected", "n_batches", "n_pairs", "distance")
 
 
-@dg.asset(
-    partitions_def=PARTITIONS, group_name=GROUP, kinds={"duckdb"}, code_version=ENGINE_CODE_VERSION, pool=DUCKDB_POOL,
-    check_specs=[
-        dg.AssetCheckSpec(checks.NOISE_SHARE, asset="diversity_coefficient"),
-        dg.AssetCheckSpec(checks.COEFFICIENT_BETWEEN_BOUNDS, asset="diversity_coefficient"),
-        dg.AssetCheckSpec(checks.COEFFICIENT_DRIFT, asset="diversity_coefficient"),
-    ],
-    description="Mean distance over all pairs of distinct batches, with a jackknife-over-batches 95% "
-    "interval and the noise floor; one row per (dataset, probe, snapshot) in DuckDB `coefficients`, "
-    "with the fingerprints of the batches, weights and estimator it was computed from.",
+@dg.multi_asset(
+    # A multi-asset of one asset, only because `@asset` cannot be subsettable: subsettable makes the
+    # check outputs optional, so a check with nothing to compare with reports no result
+    # (`checks.NotEvaluated`) instead of a pass; only the selected checks are reported.
+    outs={"result": dg.AssetOut(
+        key="diversity_coefficient", group_name=GROUP, kinds={"duckdb"}, code_version=ENGINE_CODE_VERSION,
+        description="Mean distance over all pairs of distinct batches, with a jackknife-over-batches 95% "
+        "interval and the noise floor; one row per (dataset, probe, snapshot) in DuckDB `coefficients`, "
+        "with the fingerprints of the batches, weights and estimator it was computed from.",
+    )},
+    ins={"distance_matrix": dg.AssetIn("distance_matrix")},
+    partitions_def=PARTITIONS, pool=DUCKDB_POOL, can_subset=True,
+    check_specs=checks.check_specs("diversity_coefficient", PARTITIONS),
 )
 def diversity_coefficient(context: dg.AssetExecutionContext, divcoef: DivcoefResource, distance_matrix: DistancesRecord):
     dataset, probe = keys(context)
@@ -33,9 +36,12 @@ def diversity_coefficient(context: dg.AssetExecutionContext, divcoef: DivcoefRes
         context.log.warning(f"left out of the DuckDB views (unreadable Parquet): {path}")
     context.log.info(f"{dataset} | {probe}: diversity {record.value:.4f}, 95% interval [{record.ci_low}, {record.ci_high}], noise floor {record.noise_floor}")
     yield dg.Output(record, metadata={k: getattr(record, k) for k in _METADATA if getattr(record, k) is not None})
-    yield checks.check_noise(record)
-    yield checks.check_bounds(record, near)
-    yield checks.check_drift(record, near)
+    selected = {key.name for key in context.selected_asset_check_keys}
+    for outcome in checks.evaluate(record, near):
+        if isinstance(outcome, checks.NotEvaluated):
+            context.log.info(f"check {outcome.check_name} not evaluated: {outcome.reason}")
+        elif outcome.check_name in selected:
+            yield outcome
 
 
 @dg.asset(
