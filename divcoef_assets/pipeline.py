@@ -662,6 +662,13 @@ def bound_datasets(registry: Registry) -> dict[str, str]:
     return names
 
 
+def bounds_first(registry: Registry, names: list[str]) -> list[str]:
+    """`names` with the bound datasets first, the others in their given order: audited in this
+    order, every other dataset's bounds check has both references."""
+    bounds = set(bound_datasets(registry).values())
+    return sorted(names, key=lambda n: n not in bounds)
+
+
 def neighbours(store: ResultsStore, registry: Registry, record: CoefficientRecord) -> Neighbours:
     same = [r for r in store.coefficients(probe=record.probe) if comparable(r, record)]
 

@@ -23,7 +23,8 @@ from divcoef_assets import checks
 from divcoef_assets.assets.coefficients import diversity_coefficient
 from divcoef_assets.definitions import build_definitions
 from divcoef_assets.partitions import dataset_probe_key
-from divcoef_assets.pipeline import Neighbours
+from divcoef_assets.pipeline import Neighbours, bounds_first
+from divcoef_assets.registry import load_registry
 from divcoef_assets.storage import CoefficientRecord, ResultsStore
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
@@ -171,3 +172,10 @@ def test_checks_on_their_own_numbers():
     assert "no upper_bound dataset" in checks.check_bounds(record(0.1), unregistered).reason
     assert isinstance(checks.check_drift(record(0.1), near), checks.NotEvaluated)  # no interval
     assert isinstance(checks.check_noise(record(0.1, noise=None)), checks.NotEvaluated)
+
+
+def test_the_audit_order_puts_the_bound_datasets_first(tmp_path, tiny_gpt2_dir):
+    Audit(tmp_path, tiny_gpt2_dir)
+    registry = load_registry(tmp_path / "registry.yaml")
+    assert bounds_first(registry, ["corpus-a", "upper", "lower"]) == ["upper", "lower", "corpus-a"]
+    assert bounds_first(registry, ["corpus-a"]) == ["corpus-a"]
