@@ -8,7 +8,8 @@ Runs, against a persistent Dagster instance (`data/dagster_home` unless `DAGSTER
 
 1. `probe` job for the default probe, or the registered probe `probe` (pretrains it here the first
    time; cached afterwards);
-2. `audit` job for each dataset|probe partition, one run each, in registry order;
+2. `audit` job for each dataset|probe partition, one run each, in registry order but the
+   lower- and upper-bound datasets first (the other datasets' bounds checks compare with them);
 3. `cross_audit` job for the probe;
 
 then prints the coefficients *read back from DuckDB* (so the table is the stored records).
@@ -209,6 +210,7 @@ def run_default_audit(*, dagster_home: str | None = None, datasets: list[str] | 
 def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir, db_path, cache_dir, probe, log_level) -> int:
     from divcoef_assets.definitions import build_definitions
     from divcoef_assets.partitions import DATASET_DIMENSION, PROBE_DIMENSION, dataset_probe_key
+    from divcoef_assets.pipeline import bounds_first
 
     started = time.perf_counter()
     run_options = dict(raise_on_error=False, tags=_run_tags(), run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
@@ -227,6 +229,7 @@ def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir
     unknown = [n for n in names if n not in registry.datasets]
     if unknown:
         raise ValueError(f"not registered: {unknown}; known datasets: {list(registry.datasets)}")
+    names = bounds_first(registry, names)
     instance, home = _instance(dagster_home)
     instance.add_dynamic_partitions(DATASET_DIMENSION, [n for n in registry.datasets if not instance.has_dynamic_partition(DATASET_DIMENSION, n)])
     # Only the probe being audited gets a partition: the catalog shows no "missing" partitions for

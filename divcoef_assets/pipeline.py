@@ -649,25 +649,58 @@ def record_coefficient(store: ResultsStore, registry: Registry, record: Coeffici
 
 @dataclass(frozen=True)
 class Neighbours:
-    """Earlier measurements a new coefficient is checked against, all with the same probe
-    settings and weights (`probe_fingerprint`): the previous snapshot's value and the bounds."""
+    """Earlier measurements a new coefficient is checked against, every one `comparable` with it
+    (same probe, settings and weights, estimator and distance): the dataset's previous snapshot,
+    and the latest row of each registered bound dataset. `lower_name` and `upper_name` are the
+    registered bound datasets (None when the registry has none), so a check can say which one has
+    not been measured comparably yet."""
 
-    previous: float | None
-    lower_bound: tuple[str, float] | None
-    upper_bound: tuple[str, float] | None
+    previous: CoefficientRecord | None
+    lower_name: str | None
+    upper_name: str | None
+    lower_bound: CoefficientRecord | None
+    upper_bound: CoefficientRecord | None
+
+
+def comparable(a: CoefficientRecord, b: CoefficientRecord) -> bool:
+    """Whether two coefficient rows measure with the same instrument: probe name, probe settings
+    and weights (`probe_fingerprint`), estimator and engine version (`estimator_fingerprint`,
+    which a row without one never matches) and distance. Only such rows are compared."""
+    return (a.probe == b.probe and a.probe_fingerprint == b.probe_fingerprint and a.distance == b.distance
+            and bool(a.estimator_fingerprint) and a.estimator_fingerprint == b.estimator_fingerprint)
+
+
+def bound_datasets(registry: Registry) -> dict[str, str]:
+    """The first registered dataset of each synthetic bound kind: {"lower_bound": name, ...}."""
+    names: dict[str, str] = {}
+    for name, spec in registry.datasets.items():
+        kind = getattr(spec.source, "kind", None)
+        if kind in ("lower_bound", "upper_bound"):
+            names.setdefault(kind, name)
+    return names
+
+
+def bounds_first(registry: Registry, names: list[str]) -> list[str]:
+    """`names` with the bound datasets first, the others in their given order: audited in this
+    order, every other dataset's bounds check has both references."""
+    bounds = set(bound_datasets(registry).values())
+    return sorted(names, key=lambda n: n not in bounds)
 
 
 def neighbours(store: ResultsStore, registry: Registry, record: CoefficientRecord) -> Neighbours:
-    same = [r for r in store.coefficients(probe=record.probe) if r.probe_fingerprint == record.probe_fingerprint]
-    earlier = [r for r in same if r.dataset == record.dataset and r.snapshot_fingerprint != record.snapshot_fingerprint]
-    previous = max(earlier, key=lambda r: r.computed_at).value if earlier else None
-    bounds: dict[str, tuple[str, float]] = {}
-    for name, spec in registry.datasets.items():
-        kind = getattr(spec.source, "kind", None)
-        latest = [r for r in same if r.dataset == name]
-        if kind in ("lower_bound", "upper_bound") and latest and kind not in bounds:
-            bounds[kind] = (name, max(latest, key=lambda r: r.computed_at).value)
-    return Neighbours(previous, bounds.get("lower_bound"), bounds.get("upper_bound"))
+    same = [r for r in store.coefficients(probe=record.probe) if comparable(r, record)]
+
+    def latest(rows: list[CoefficientRecord]) -> CoefficientRecord | None:
+        return max(rows, key=lambda r: r.computed_at) if rows else None
+
+    previous = latest([r for r in same if r.dataset == record.dataset and r.snapshot_fingerprint != record.snapshot_fingerprint])
+    names = bound_datasets(registry)
+    lower, upper = names.get("lower_bound"), names.get("upper_bound")
+    return Neighbours(
+        previous=previous, lower_name=lower, upper_name=upper,
+        lower_bound=latest([r for r in same if r.dataset == lower]) if lower else None,
+        upper_bound=latest([r for r in same if r.dataset == upper]) if upper else None,
+    )
 
 
 def record_cross(store: ResultsStore, record: CrossRecord, matrices: pa.Table | None, layout: Layout) -> list[str]:

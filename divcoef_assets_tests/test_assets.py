@@ -158,25 +158,6 @@ def test_reaudit_schedule_requests_only_changed_snapshots(env):
     assert [r.partition_key for r in requests] == [dataset_probe_key("corpus-a", "tiny")]
 
 
-def test_checks_fail_on_the_numbers_that_should_fail_them():
-    from divcoef_assets.pipeline import Neighbours
-    from divcoef_assets.storage import CoefficientRecord
-
-    def record(value, noise=0.01, lo=None, hi=None):
-        return CoefficientRecord(dataset="d", probe="p", snapshot_fingerprint="ab", probe_fingerprint="cd", value=value,
-                                 ci_low=lo, ci_high=hi, noise_floor=noise, n_batches=5, n_pairs=10)
-
-    assert checks.check_noise(record(0.09, noise=0.03)).passed
-    assert not checks.check_noise(record(0.05, noise=0.03)).passed
-    near = Neighbours(previous=0.10, lower_bound=("lower", 0.02), upper_bound=("upper", 0.2))
-    assert checks.check_bounds(record(0.1), near).passed
-    failed = checks.check_bounds(record(0.3), near)
-    assert not failed.passed and "upper" in failed.description and "0.3" in failed.description
-    assert not checks.check_bounds(record(0.01), near).passed
-    assert checks.check_drift(record(0.105, lo=0.09, hi=0.12), near).passed
-    assert not checks.check_drift(record(0.15, lo=0.14, hi=0.16), near).passed
-
-
 def test_dagster_definitions_validate(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     proc = subprocess.run(
