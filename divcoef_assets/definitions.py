@@ -31,8 +31,10 @@ from divcoef_assets.sensors import registry_sensor
 ASSETS = [probe_network, dataset_snapshot, token_batches, task2vec_embeddings, distance_matrix, diversity_coefficient, cross_diversity]
 
 
-def build_definitions(*, registry_path: str = "", data_dir: str = "", db_path: str = "", cache_dir: str = "") -> dg.Definitions:
-    divcoef = DivcoefResource(registry_path=registry_path, data_dir=data_dir, db_path=db_path, cache_dir=cache_dir)
+def build_definitions(*, registry_path: str = "", data_dir: str = "", db_path: str = "", cache_dir: str = "",
+                      reports: bool = True) -> dg.Definitions:
+    divcoef = DivcoefResource(registry_path=registry_path, data_dir=data_dir, db_path=db_path, cache_dir=cache_dir,
+                              reports=reports)
     records = str(Path(data_dir).resolve() / "records") if data_dir else ""  # empty: <data dir>/records at run time
     return dg.Definitions(
         assets=ASSETS,

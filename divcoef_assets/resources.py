@@ -27,6 +27,10 @@ class DivcoefResource(dg.ConfigurableResource):
     cache_dir: str = ""  # empty: $DIVCOEF_CACHE or <data_dir>/artifacts/cache/embeddings
     db_path: str = ""  # empty: $DIVCOEF_DB or <data_dir>/divcoef.duckdb
     lock_timeout_s: float = 120.0  # how long a writer waits for the DuckDB file lock
+    # Plots, formatted tables, per-batch triage and baselines attached to the materializations
+    # (and the `baselines` / `batch_outliers` rows). Off: the numbers only, to measure what
+    # these cost (benchmarks/reports_overhead.py) or to save the time on a very large audit.
+    reports: bool = True
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if context.dagster_run is not None:  # a run, not a sensor or schedule evaluation

@@ -2,14 +2,21 @@
 
 import dagster as dg
 
-from divcoef_assets import checks, pipeline
+from divcoef_assets import checks, pipeline, presentation
 from divcoef_assets.assets.common import DUCKDB_POOL, ENGINE_CODE_VERSION, GROUP, PARTITIONS, keys
 from divcoef_assets.assets.embeddings import task2vec_embeddings
+from divcoef_assets.core.markdown import interval, rounded, sig
 from divcoef_assets.partitions import PROBE_DIMENSION, probe_partitions
 from divcoef_assets.records import CrossRecord, DistancesRecord
 from divcoef_assets.resources import DivcoefResource
 
-_METADATA = ("value", "stderr", "ci_low", "ci_high", "noise_floor", "noise_corrected", "n_batches", "n_pairs", "distance")
+_TYPED = ("value", "stderr", "ci_low", "ci_high", "noise_floor", "noise_corrected")
+
+
+def _typed(record) -> dict:
+    """Numbers as typed metadata, to 4 significant digits (DuckDB keeps them in full)."""
+    out = {k: rounded(getattr(record, k)) for k in _TYPED if getattr(record, k) is not None}
+    return {**out, "n_batches": record.n_batches, "n_pairs": record.n_pairs, "distance": record.distance}
 
 
 @dg.asset(
@@ -21,18 +28,38 @@ _METADATA = ("value", "stderr", "ci_low", "ci_high", "noise_floor", "noise_corre
     ],
     description="Mean distance over all pairs of distinct batches, with a jackknife-over-batches 95% "
     "interval and the noise floor; one row per (dataset, probe, snapshot) in DuckDB `coefficients`, "
-    "with the fingerprints of the batches, weights and estimator it was computed from.",
+    "with the fingerprints of the batches, weights and estimator it was computed from. The materialization "
+    "shows the value table, the histogram of pairwise distances, the trend over snapshots, the batches farthest "
+    "from the rest (DuckDB `batch_outliers`) and baseline measures of the same batches (DuckDB `baselines`).",
 )
 def diversity_coefficient(context: dg.AssetExecutionContext, divcoef: DivcoefResource, distance_matrix: DistancesRecord):
     dataset, probe = keys(context)
     registry, store = divcoef.registry(), divcoef.store()
-    record = pipeline.coefficient(registry, dataset, probe, distance_matrix, code_version=ENGINE_CODE_VERSION, run_id=context.run_id)
+    record, result = pipeline.coefficient_result(registry, dataset, probe, distance_matrix, code_version=ENGINE_CODE_VERSION, run_id=context.run_id)
+    extras = None
+    if divcoef.reports:
+        try:
+            extras = pipeline.coefficient_extras(result, distance_matrix.embeddings)
+        except (pipeline.StaleUpstreamError, pipeline.ArtifactError, OSError, ValueError) as exc:
+            context.log.warning(f"{dataset} | {probe}: no triage or baselines: {exc}")
     store.ensure_schema()
     near = pipeline.neighbours(store, registry, record)
-    for path in pipeline.record_coefficient(store, registry, record, divcoef.layout()):
+    for path in pipeline.record_coefficient(store, registry, record, divcoef.layout(), extras):
         context.log.warning(f"left out of the DuckDB views (unreadable Parquet): {path}")
-    context.log.info(f"{dataset} | {probe}: diversity {record.value:.4f}, 95% interval [{record.ci_low}, {record.ci_high}], noise floor {record.noise_floor}")
-    yield dg.Output(record, metadata={k: getattr(record, k) for k in _METADATA if getattr(record, k) is not None})
+    context.log.info(f"{dataset} | {probe}: diversity {sig(record.value)}, 95% interval {interval(record.ci_low, record.ci_high)}, "
+                     f"noise floor {sig(record.noise_floor)}")
+    metadata = _typed(record)
+    if divcoef.reports:
+        labels = extras.documents.labels if extras is not None else (dataset,) * record.n_batches
+        metadata.update(
+            summary=dg.MetadataValue.md(presentation.coefficient_table(record)),
+            histogram=dg.MetadataValue.md(presentation.distance_histogram(record, result, labels)),
+            trend=dg.MetadataValue.md(presentation.trend(store, dataset, probe)),
+        )
+        if extras is not None:
+            metadata.update(outlier_batches=dg.MetadataValue.md(presentation.outlier_table(extras.outliers)),
+                            baselines=dg.MetadataValue.md(presentation.baseline_table(extras.baselines)))
+    yield dg.Output(record, metadata=metadata)
     yield checks.check_noise(record)
     yield checks.check_bounds(record, near)
     yield checks.check_drift(record, near)
@@ -42,7 +69,8 @@ def diversity_coefficient(context: dg.AssetExecutionContext, divcoef: DivcoefRes
     partitions_def=probe_partitions, group_name=GROUP, kinds={"duckdb", "parquet"}, code_version=ENGINE_CODE_VERSION, pool=DUCKDB_POOL,
     deps=[dg.AssetDep(task2vec_embeddings, partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=PROBE_DIMENSION))],
     description="Cross-diversity of every pair of registered datasets audited with this probe's current "
-    "settings, from the stored embeddings (nothing embedded twice); rows in DuckDB `cross_coefficients`.",
+    "settings, from the stored embeddings (nothing embedded twice); rows in DuckDB `cross_coefficients`. The "
+    "materialization shows the cross matrix (table with intervals and heatmap) and every audited dataset ranked.",
 )
 def cross_diversity(context: dg.AssetExecutionContext, divcoef: DivcoefResource) -> dg.Output[CrossRecord]:
     probe = context.partition_key
@@ -50,6 +78,9 @@ def cross_diversity(context: dg.AssetExecutionContext, divcoef: DivcoefResource)
     record, matrices = pipeline.cross(divcoef.registry(), probe, layout, code_version=ENGINE_CODE_VERSION, run_id=context.run_id)
     for path in pipeline.record_cross(divcoef.store(), record, matrices, layout):
         context.log.warning(f"left out of the DuckDB view cross_distances (unreadable Parquet): {path}")
-    table = {f"{p.dataset_a} x {p.dataset_b}": round(p.value, 4) for p in record.pairs}
-    return dg.Output(record, metadata={"n_pairs": len(record.pairs), "datasets": list(record.datasets), "cross": table,
-                                       "skipped": list(record.skipped)})
+    metadata = {"n_pairs": len(record.pairs), "datasets": list(record.datasets), "skipped": list(record.skipped)}
+    if divcoef.reports:
+        metadata.update({k: dg.MetadataValue.md(v) for k, v in presentation.cross_views(divcoef.store(), record).items()})
+    else:
+        metadata["cross"] = {f"{p.dataset_a} x {p.dataset_b}": rounded(p.value) for p in record.pairs}
+    return dg.Output(record, metadata=metadata)

@@ -9,7 +9,7 @@ GROUP = "diversity_audit"
 PARTITIONS = dataset_probe_partitions
 # Version of the chain's artifacts (records, paths, cache keys); the steps that compute numbers
 # add the engine version, so an estimator change marks them stale in the UI.
-CHAIN_VERSION = "chain-3"
+CHAIN_VERSION = "chain-4"
 ENGINE_CODE_VERSION = f"{CHAIN_VERSION}-engine-{ENGINE_VERSION}"
 # Concurrency pools (limits in data/dagster_home/dagster.yaml): the steps that write the DuckDB
 # results file, and the steps that run the probe network on every core.
