@@ -71,13 +71,18 @@ def trend(store: ResultsStore, dataset: str, probe: str) -> str:
     return md.image(f"{dataset} coefficient over snapshots", png)
 
 
+OUTLIER_HEADER = ("rank", "batch", "mean distance to others", "z", "source", "documents (snapshot rows)", "preview")
+
+
+def outlier_row(rank: int, batch: int, mean_distance: float, z: float, source: str, doc_indices: Sequence[int], preview: str) -> list:
+    ids = ", ".join(str(d) for d in list(doc_indices)[:12]) + (" ..." if len(doc_indices) > 12 else "")
+    return [rank, batch, mean_distance, f"{z:+.2f}", source, ids, preview]
+
+
 def outlier_table(outliers: Sequence[BatchOutlier], top: int = TOP_OUTLIERS) -> str:
     """The batches farthest from the rest, with their documents (snapshot rows) and a preview."""
-    rows = []
-    for o in list(outliers)[:top]:
-        ids = ", ".join(str(d) for d in o.doc_indices[:12]) + (" ..." if len(o.doc_indices) > 12 else "")
-        rows.append([o.rank, o.batch_index, o.mean_distance, f"{o.z_score:+.2f}", o.label, ids, o.preview])
-    return md.table(["rank", "batch", "mean distance to others", "z", "source", "documents (snapshot rows)", "preview"], rows)
+    return md.table(OUTLIER_HEADER, [outlier_row(o.rank, o.batch_index, o.mean_distance, o.z_score, o.label, o.doc_indices, o.preview)
+                                     for o in list(outliers)[:top]])
 
 
 def baseline_table(baselines: Sequence[Baseline]) -> str:
@@ -94,12 +99,16 @@ def ranked(records: Sequence[CoefficientRecord]) -> list[CoefficientRecord]:
     return sorted(records, key=lambda r: -r.value)
 
 
+RANKING_HEADER = ("rank", "dataset", "diversity", "95% interval", "noise floor", "noise-corrected", "batches")
+
+
+def ranking_rows(records: Sequence[CoefficientRecord]) -> list[list]:
+    return [[k, r.dataset, r.value, md.interval(r.ci_low, r.ci_high), r.noise_floor, r.noise_corrected, r.n_batches]
+            for k, r in enumerate(ranked(records), start=1)]
+
+
 def ranking_table(records: Sequence[CoefficientRecord]) -> str:
-    return md.table(
-        ["rank", "dataset", "diversity", "95% interval", "noise floor", "noise-corrected", "batches"],
-        [[k, r.dataset, r.value, md.interval(r.ci_low, r.ci_high), r.noise_floor, r.noise_corrected, r.n_batches]
-         for k, r in enumerate(ranked(records), start=1)],
-    )
+    return md.table(RANKING_HEADER, ranking_rows(records))
 
 
 def ranking_chart(records: Sequence[CoefficientRecord], *, title: str, highlight: str | None = None) -> str:

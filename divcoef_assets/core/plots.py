@@ -113,7 +113,7 @@ def pair_groups(labels: Sequence[str]) -> dict[str, np.ndarray]:
     """Upper-triangle pair indices (i < j) grouped as 'within A' or 'A-B' by the batches' labels."""
     n = len(labels)
     i, j = np.triu_indices(n, k=1)
-    keys = [f"within {labels[a]}" if labels[a] == labels[b] else "-".join(sorted((labels[a], labels[b]))) for a, b in zip(i, j)]
+    keys = [f"within {labels[a]}" if labels[a] == labels[b] else " vs ".join(sorted((labels[a], labels[b]))) for a, b in zip(i, j)]
     groups: dict[str, list[int]] = {}
     for k, key in enumerate(keys):
         groups.setdefault(key, []).append(k)
