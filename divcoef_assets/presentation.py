@@ -1,7 +1,8 @@
 """What people see of an audit: markdown tables and embedded plots, for the Dagster UI and the report.
 
-The assets attach these strings to their materializations as `MetadataValue.md` (the asset
-page renders them inline: tables as tables, the PNGs as images from `data:` URIs), and
+The assets attach the tables (`core.markdown.Table`) as `MetadataValue.table`, which the asset page
+shows inline, and the plots as `MetadataValue.md` holding a PNG `data:` URI, which it shows
+behind "[Show Markdown]" (Dagster 1.13 renders markdown metadata in a dialog, images included), and
 `divcoef_assets.report` puts the same pieces in its HTML file, so the UI and the report never
 disagree. Every number goes through `core.markdown.sig` (4 significant digits).
 
@@ -46,12 +47,13 @@ def distance_heatmap(dist: DistancesRecord) -> str:
     return md.image(f"{dist.dataset} batch distances", png)
 
 
-def coefficient_table(record: CoefficientRecord) -> str:
+def coefficient_table(record: CoefficientRecord) -> md.Table:
     """Value, interval, noise floor, noise-corrected value, batches, probe and snapshot."""
-    return md.table(
-        ["diversity", "95% interval", "noise floor", "noise-corrected", "batches", "probe", "snapshot"],
-        [[record.value, md.interval(record.ci_low, record.ci_high), record.noise_floor, record.noise_corrected,
-          record.n_batches, f"{record.probe} ({record.probe_fingerprint[:12]})", record.snapshot_fingerprint[:16]]],
+    return md.Table(
+        ("diversity", "95% interval", "noise floor", "noise-corrected", "batches", "probe", "snapshot"),
+        ((record.value, md.interval(record.ci_low, record.ci_high), "-" if record.noise_floor is None else record.noise_floor,
+          "-" if record.noise_corrected is None else record.noise_corrected, record.n_batches,
+          f"{record.probe} ({record.probe_fingerprint[:12]})", record.snapshot_fingerprint[:16]),),
     )
 
 
@@ -74,20 +76,20 @@ def trend(store: ResultsStore, dataset: str, probe: str) -> str:
 OUTLIER_HEADER = ("rank", "batch", "mean distance to others", "z", "source", "documents (snapshot rows)", "preview")
 
 
-def outlier_row(rank: int, batch: int, mean_distance: float, z: float, source: str, doc_indices: Sequence[int], preview: str) -> list:
+def outlier_row(rank: int, batch: int, mean_distance: float, z: float, source: str, doc_indices: Sequence[int], preview: str) -> tuple:
     ids = ", ".join(str(d) for d in list(doc_indices)[:12]) + (" ..." if len(doc_indices) > 12 else "")
-    return [rank, batch, mean_distance, f"{z:+.2f}", source, ids, preview]
+    return (rank, batch, mean_distance, f"{z:+.2f}", source, ids, preview)
 
 
-def outlier_table(outliers: Sequence[BatchOutlier], top: int = TOP_OUTLIERS) -> str:
+def outlier_table(outliers: Sequence[BatchOutlier], top: int = TOP_OUTLIERS) -> md.Table:
     """The batches farthest from the rest, with their documents (snapshot rows) and a preview."""
-    return md.table(OUTLIER_HEADER, [outlier_row(o.rank, o.batch_index, o.mean_distance, o.z_score, o.label, o.doc_indices, o.preview)
-                                     for o in list(outliers)[:top]])
+    return md.Table(OUTLIER_HEADER, tuple(outlier_row(o.rank, o.batch_index, o.mean_distance, o.z_score, o.label, o.doc_indices, o.preview)
+                                          for o in list(outliers)[:top]))
 
 
-def baseline_table(baselines: Sequence[Baseline]) -> str:
-    return md.table(["measure", "value", "95% interval over batches", "batches"],
-                    [[b.metric, b.value, md.interval(b.ci_low, b.ci_high), b.n_batches] for b in baselines])
+def baseline_table(baselines: Sequence[Baseline]) -> md.Table:
+    return md.Table(("measure", "value", "95% interval over batches", "batches"),
+                    tuple((b.metric, b.value, md.interval(b.ci_low, b.ci_high), b.n_batches) for b in baselines))
 
 
 def same_probe_coefficients(store: ResultsStore, probe: str, probe_fingerprint: str) -> list[CoefficientRecord]:
@@ -102,13 +104,12 @@ def ranked(records: Sequence[CoefficientRecord]) -> list[CoefficientRecord]:
 RANKING_HEADER = ("rank", "dataset", "diversity", "95% interval", "noise floor", "noise-corrected", "batches")
 
 
-def ranking_rows(records: Sequence[CoefficientRecord]) -> list[list]:
-    return [[k, r.dataset, r.value, md.interval(r.ci_low, r.ci_high), r.noise_floor, r.noise_corrected, r.n_batches]
-            for k, r in enumerate(ranked(records), start=1)]
-
-
-def ranking_table(records: Sequence[CoefficientRecord]) -> str:
-    return md.table(RANKING_HEADER, ranking_rows(records))
+def ranking_table(records: Sequence[CoefficientRecord]) -> md.Table:
+    """Every dataset's coefficient, interval and noise floor, most diverse first."""
+    return md.Table(RANKING_HEADER, tuple(
+        (k, r.dataset, r.value, md.interval(r.ci_low, r.ci_high), "-" if r.noise_floor is None else r.noise_floor,
+         "-" if r.noise_corrected is None else r.noise_corrected, r.n_batches)
+        for k, r in enumerate(ranked(records), start=1)))
 
 
 def ranking_chart(records: Sequence[CoefficientRecord], *, title: str, highlight: str | None = None) -> str:
@@ -135,7 +136,12 @@ def cross_matrix(pairs: Sequence[CrossCoefficientRecord], own: dict[str, Coeffic
     return names, values, cells
 
 
-def cross_views(store: ResultsStore, record: CrossRecord) -> dict[str, str]:
+def cross_table(pairs: Sequence[CrossCoefficientRecord], own: dict[str, CoefficientRecord]) -> md.Table:
+    names, _, cells = cross_matrix(pairs, own)
+    return md.Table(("dataset", *names), tuple((n, *row) for n, row in zip(names, cells)))
+
+
+def cross_views(store: ResultsStore, record: CrossRecord) -> dict[str, md.Table | str]:
     """The cross matrix as a table and a heatmap, and every dataset's coefficient ranked (table
     and chart), all for the probe settings and weights of `record`."""
     if not record.pairs:
@@ -143,10 +149,10 @@ def cross_views(store: ResultsStore, record: CrossRecord) -> dict[str, str]:
     measured = record.pairs[0].probe_fingerprint
     own_rows = same_probe_coefficients(store, record.probe, measured)
     own = {r.dataset: r for r in own_rows if r.dataset in record.datasets}
-    names, values, cells = cross_matrix(record.pairs, own)
+    names, values, _ = cross_matrix(record.pairs, own)
     title = f"probe {record.probe}: cross-diversity (diagonal: own diversity)"
     return {
-        "cross_matrix": md.table(["", *names], [[n, *row] for n, row in zip(names, cells)]),
+        "cross_matrix": cross_table(record.pairs, own),
         "cross_heatmap": md.image(title, plots.cross_heatmap(names, values, title=title)),
         "ranking": ranking_table(own_rows),
         "ranking_chart": ranking_chart(own_rows, title=f"probe {record.probe}: every audited dataset"),

@@ -172,6 +172,10 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[object]], *, text_
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _parts(table: md.Table) -> tuple[Sequence[str], Sequence[Sequence[object]]]:
+    return table.header, table.rows
+
+
 def html_image(title: str, png: bytes) -> str:
     import base64
 
@@ -222,14 +226,15 @@ def _section_html(section: ProbeSection) -> str:
     parts += ["<h3>Datasets</h3>",
               '<p class="note">Coefficient with its 95% jackknife interval over batches; the noise floor is the distance between '
               "two embeddings of the same batch, and the noise-corrected value the coefficient minus it.</p>",
-              html_table(presentation.RANKING_HEADER, presentation.ranking_rows(records), text_columns=(1,)),
+              html_table(*_parts(presentation.ranking_table(records)), text_columns=(1,)),
               html_image("datasets ranked", plots.ranked_bars([plots.Ranked(r.dataset, r.value, r.ci_low, r.ci_high, r.noise_floor) for r in records],
                                                                title=f"probe {section.probe}: datasets ranked"))]
     parts += ["<h3>Bounds</h3>", _bounds_html(section)]
     parts.append("<h3>Cross-diversity</h3>")
     if section.cross:
-        names, values, cells = presentation.cross_matrix(section.cross, {r.dataset: r for r in records})
-        parts += [html_table(["", *names], [[n, *row] for n, row in zip(names, cells)]),
+        own = {r.dataset: r for r in records}
+        names, values, _ = presentation.cross_matrix(section.cross, own)
+        parts += [html_table(*_parts(presentation.cross_table(section.cross, own))),
                   html_image("cross-diversity", plots.cross_heatmap(names, values))]
     else:
         parts.append('<p class="note">No cross-diversity measured with these probe settings (materialize cross_diversity).</p>')

@@ -56,8 +56,15 @@ class Audit:
     def run(self, job: str, key: str, reports=True) -> dict[tuple[str, str], dict]:
         result = self.defs(reports).resolve_job_def(job).execute_in_process(partition_key=key, instance=self.instance)
         assert result.success
-        return {(e.materialization.asset_key.path[-1], key): {k: v.value for k, v in e.materialization.metadata.items()}
+        return {(e.materialization.asset_key.path[-1], key): {k: _plain(v) for k, v in e.materialization.metadata.items()}
                 for e in result.get_asset_materialization_events()}
+
+
+def _plain(value):
+    """Table metadata as a list of rows (dicts of text), anything else as its value."""
+    if isinstance(value, dg.TableMetadataValue):
+        return [dict(r.data) for r in value.records]
+    return value.value
 
 
 @pytest.fixture(scope="module")
@@ -114,16 +121,20 @@ def test_metadata_reads_as_people_read_it(audit, tmp_path):
     key = dataset_probe_key("corpus-a", "tiny")
     record = audit.store.latest_coefficient("corpus-a", "tiny")
     meta = audit.metadata[("diversity_coefficient", key)]
-    assert f"| {sig(record.value)} | [{sig(record.ci_low)}, {sig(record.ci_high)}] | {sig(record.noise_floor)} |" in meta["summary"]
-    assert record.snapshot_fingerprint[:16] in meta["summary"] and "tiny" in meta["summary"]
-    assert meta["value"] == float(sig(record.value)) and meta["value"] != record.value or record.value == float(sig(record.value))
+    [summary] = meta["summary"]
+    assert summary["diversity"] == sig(record.value) and summary["noise floor"] == sig(record.noise_floor)
+    assert summary["95% interval"] == f"[{sig(record.ci_low)}, {sig(record.ci_high)}]"
+    assert summary["noise-corrected"] == sig(record.noise_corrected) and summary["batches"] == "4"
+    assert summary["snapshot"] == record.snapshot_fingerprint[:16] and summary["probe"].startswith("tiny")
+    assert meta["value"] == float(sig(record.value))
     cross = audit.metadata[("cross_diversity", "tiny")]
     pair = next(p for p in audit.store.latest_cross_coefficients("tiny") if {p.dataset_a, p.dataset_b} == {"corpus-a", "cat"})
-    assert f"{sig(pair.value)} [{sig(pair.ci_low)}, {sig(pair.ci_high)}]" in cross["cross_matrix"]
-    assert f"**{sig(record.value)}**" in cross["cross_matrix"]  # own diversity on the diagonal
-    ranking = cross["ranking"].splitlines()[2:]
-    values = [float(line.split("|")[3]) for line in ranking]
+    row_a = next(row for row in cross["cross_matrix"] if row["dataset"] == "corpus-a")
+    assert row_a["cat"] == f"{sig(pair.value)} [{sig(pair.ci_low)}, {sig(pair.ci_high)}]"
+    assert row_a["corpus-a"].startswith(f"**{sig(record.value)}**")  # own diversity on the diagonal
+    values = [float(row["diversity"]) for row in cross["ranking"]]
     assert values == sorted(values, reverse=True) and len(values) == 3
+    assert [row["rank"] for row in cross["ranking"]] == ["1", "2", "3"]
     for (asset, _), entries in audit.metadata.items():
         for name, value in entries.items():
             text = DATA_URI.sub("", str(value))
@@ -160,7 +171,11 @@ def test_batch_outliers_lead_to_the_documents(audit):
     table = pq.read_table(batches, columns=["batch_index", "doc_index"]).to_pydict()
     assert [d for b, d in zip(table["batch_index"], table["doc_index"]) if b == rows[0][0]] == list(rows[0][5])
     meta = audit.metadata[("diversity_coefficient", dataset_probe_key("corpus-a", "tiny"))]
-    assert f"| 1 | {rows[0][0]} |" in meta["outlier_batches"]
+    top = meta["outlier_batches"][0]
+    assert top["rank"] == "1" and top["batch"] == str(rows[0][0]) and top["preview"] == rows[0][6]
+    assert top["documents (snapshot rows)"] == ", ".join(str(d) for d in rows[0][5])
+    baselines = {row["measure"]: row for row in meta["baselines"]}
+    assert set(baselines) == set(TEXT_METRICS) | {"vendi_task2vec"}
     sources = {r[0] for r in audit.store.query("SELECT DISTINCT source FROM batch_outliers WHERE dataset = 'cat'")}
     assert sources <= {"corpus-a", "corpus-b"}  # a concatenation's batches each come from one component
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from divcoef_assets import checks, pipeline, presentation
-from divcoef_assets.assets.common import DUCKDB_POOL, ENGINE_CODE_VERSION, GROUP, PARTITIONS, keys
+from divcoef_assets.assets.common import DUCKDB_POOL, ENGINE_CODE_VERSION, GROUP, PARTITIONS, keys, shown, table_metadata
 from divcoef_assets.assets.embeddings import task2vec_embeddings
 from divcoef_assets.core.markdown import interval, rounded, sig
 from divcoef_assets.partitions import PROBE_DIMENSION, probe_partitions
@@ -52,13 +52,13 @@ def diversity_coefficient(context: dg.AssetExecutionContext, divcoef: DivcoefRes
     if divcoef.reports:
         labels = extras.documents.labels if extras is not None else (dataset,) * record.n_batches
         metadata.update(
-            summary=dg.MetadataValue.md(presentation.coefficient_table(record)),
+            summary=table_metadata(presentation.coefficient_table(record)),
             histogram=dg.MetadataValue.md(presentation.distance_histogram(record, result, labels)),
             trend=dg.MetadataValue.md(presentation.trend(store, dataset, probe)),
         )
         if extras is not None:
-            metadata.update(outlier_batches=dg.MetadataValue.md(presentation.outlier_table(extras.outliers)),
-                            baselines=dg.MetadataValue.md(presentation.baseline_table(extras.baselines)))
+            metadata.update(outlier_batches=table_metadata(presentation.outlier_table(extras.outliers)),
+                            baselines=table_metadata(presentation.baseline_table(extras.baselines)))
     yield dg.Output(record, metadata=metadata)
     yield checks.check_noise(record)
     yield checks.check_bounds(record, near)
@@ -80,7 +80,7 @@ def cross_diversity(context: dg.AssetExecutionContext, divcoef: DivcoefResource)
         context.log.warning(f"left out of the DuckDB view cross_distances (unreadable Parquet): {path}")
     metadata = {"n_pairs": len(record.pairs), "datasets": list(record.datasets), "skipped": list(record.skipped)}
     if divcoef.reports:
-        metadata.update({k: dg.MetadataValue.md(v) for k, v in presentation.cross_views(divcoef.store(), record).items()})
+        metadata.update({k: shown(v) for k, v in presentation.cross_views(divcoef.store(), record).items()})
     else:
         metadata["cross"] = {f"{p.dataset_a} x {p.dataset_b}": rounded(p.value) for p in record.pairs}
     return dg.Output(record, metadata=metadata)

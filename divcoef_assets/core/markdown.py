@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 def sig(value: float | int | None, digits: int = 4) -> str:
@@ -33,9 +34,14 @@ def interval(low: float | None, high: float | None) -> str:
     return f"[{sig(low)}, {sig(high)}]"
 
 
+def text(value: object) -> str:
+    """A table cell as text: numbers by `sig`, anything else as str on one line."""
+    out = sig(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+    return out.replace("\n", " ")
+
+
 def _cell(value: object) -> str:
-    text = sig(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
+    return text(value).replace("|", "\\|")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -43,6 +49,20 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table to show: a header and rows of numbers or text (formatted when shown)."""
+
+    header: tuple[str, ...]
+    rows: tuple[tuple[object, ...], ...]
+
+    def markdown(self) -> str:
+        return table(self.header, self.rows)
+
+    def text_rows(self) -> list[list[str]]:
+        return [[text(v) for v in row] for row in self.rows]
 
 
 def image(title: str, png: bytes) -> str:
