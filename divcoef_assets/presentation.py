@@ -63,14 +63,22 @@ def distance_histogram(record: CoefficientRecord, result: DiversityResult, label
     return md.image(f"{record.dataset} pairwise distances", png)
 
 
-def history(store: ResultsStore, dataset: str, probe: str) -> list[plots.TrendPoint]:
-    return [plots.TrendPoint(r.computed_at, r.value, r.ci_low, r.ci_high, r.snapshot_fingerprint, r.probe_fingerprint)
-            for r in store.coefficients(dataset=dataset, probe=probe)]
+def _point(r: CoefficientRecord) -> plots.TrendPoint:
+    return plots.TrendPoint(r.computed_at, r.value, r.ci_low, r.ci_high, r.snapshot_fingerprint, r.probe_fingerprint)
 
 
-def trend(store: ResultsStore, dataset: str, probe: str) -> str:
-    png = plots.coefficient_trend(history(store, dataset, probe), title=f"{dataset} | {probe}: coefficient over snapshots")
-    return md.image(f"{dataset} coefficient over snapshots", png)
+def history(store: ResultsStore, record: CoefficientRecord) -> list[plots.TrendPoint]:
+    """The recorded measurements of `record`'s dataset and probe, with `record` in place of the
+    row it will replace (same snapshot and probe fingerprint), before it is recorded."""
+    def same(r: CoefficientRecord) -> bool:
+        return (r.snapshot_fingerprint, r.probe_fingerprint) == (record.snapshot_fingerprint, record.probe_fingerprint)
+
+    return [_point(r) for r in store.coefficients(dataset=record.dataset, probe=record.probe) if not same(r)] + [_point(record)]
+
+
+def trend(points: Sequence[plots.TrendPoint], *, dataset: str = "", probe: str = "") -> str:
+    title = f"{dataset} | {probe}: coefficient over snapshots" if dataset else "coefficient over snapshots"
+    return md.image(title, plots.coefficient_trend(points, title=title))
 
 
 OUTLIER_HEADER = ("rank", "batch", "mean distance to others", "z", "source", "documents (snapshot rows)", "preview")

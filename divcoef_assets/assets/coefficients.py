@@ -44,21 +44,21 @@ def diversity_coefficient(context: dg.AssetExecutionContext, divcoef: DivcoefRes
             context.log.warning(f"{dataset} | {probe}: no triage or baselines: {exc}")
     store.ensure_schema()
     near = pipeline.neighbours(store, registry, record)
-    for path in pipeline.record_coefficient(store, registry, record, divcoef.layout(), extras):
-        context.log.warning(f"left out of the DuckDB views (unreadable Parquet): {path}")
-    context.log.info(f"{dataset} | {probe}: diversity {sig(record.value)}, 95% interval {interval(record.ci_low, record.ci_high)}, "
-                     f"noise floor {sig(record.noise_floor)}")
     metadata = _typed(record)
-    if divcoef.reports:
+    if divcoef.reports:  # everything shown is made before anything is recorded: a failure records nothing
         labels = extras.documents.labels if extras is not None else (dataset,) * record.n_batches
         metadata.update(
             summary=table_metadata(presentation.coefficient_table(record)),
             histogram=dg.MetadataValue.md(presentation.distance_histogram(record, result, labels)),
-            trend=dg.MetadataValue.md(presentation.trend(store, dataset, probe)),
+            trend=dg.MetadataValue.md(presentation.trend(presentation.history(store, record), dataset=dataset, probe=probe)),
         )
         if extras is not None:
             metadata.update(outlier_batches=table_metadata(presentation.outlier_table(extras.outliers)),
                             baselines=table_metadata(presentation.baseline_table(extras.baselines)))
+    for path in pipeline.record_coefficient(store, registry, record, divcoef.layout(), extras):
+        context.log.warning(f"left out of the DuckDB views (unreadable Parquet): {path}")
+    context.log.info(f"{dataset} | {probe}: diversity {sig(record.value)}, 95% interval {interval(record.ci_low, record.ci_high)}, "
+                     f"noise floor {sig(record.noise_floor)}")
     yield dg.Output(record, metadata=metadata)
     yield checks.check_noise(record)
     yield checks.check_bounds(record, near)
@@ -76,11 +76,11 @@ def cross_diversity(context: dg.AssetExecutionContext, divcoef: DivcoefResource)
     probe = context.partition_key
     layout = divcoef.layout()
     record, matrices = pipeline.cross(divcoef.registry(), probe, layout, code_version=ENGINE_CODE_VERSION, run_id=context.run_id)
-    for path in pipeline.record_cross(divcoef.store(), record, matrices, layout):
-        context.log.warning(f"left out of the DuckDB view cross_distances (unreadable Parquet): {path}")
     metadata = {"n_pairs": len(record.pairs), "datasets": list(record.datasets), "skipped": list(record.skipped)}
     if divcoef.reports:
         metadata.update({k: shown(v) for k, v in presentation.cross_views(divcoef.store(), record).items()})
     else:
         metadata["cross"] = {f"{p.dataset_a} x {p.dataset_b}": rounded(p.value) for p in record.pairs}
+    for path in pipeline.record_cross(divcoef.store(), record, matrices, layout):
+        context.log.warning(f"left out of the DuckDB view cross_distances (unreadable Parquet): {path}")
     return dg.Output(record, metadata=metadata)
