@@ -502,9 +502,9 @@ class ResultsStore:
             self._upsert_probe(connection, record.probe, record.probe_fingerprint, probe_config)
             self._insert_or_replace_in(connection, "coefficients", _COEFFICIENT_COLUMNS, record)
             key = [record.dataset, record.probe, record.snapshot_fingerprint, record.probe_fingerprint]
-            where = "dataset = ? AND probe = ? AND snapshot_fingerprint = ? AND probe_fingerprint = ?"
             if baselines is not None:
-                connection.execute(f"DELETE FROM baselines WHERE {where}", key)
+                connection.execute(
+                    "DELETE FROM baselines WHERE dataset = ? AND probe = ? AND snapshot_fingerprint = ? AND probe_fingerprint = ?", key)
                 for b in baselines:
                     connection.execute(
                         "INSERT INTO baselines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -513,7 +513,8 @@ class ResultsStore:
                          record.run_id, record.computed_at],
                     )
             if outliers is not None:
-                connection.execute(f"DELETE FROM batch_outliers WHERE {where}", key)
+                connection.execute(
+                    "DELETE FROM batch_outliers WHERE dataset = ? AND probe = ? AND snapshot_fingerprint = ? AND probe_fingerprint = ?", key)
                 for o in outliers:
                     connection.execute(
                         "INSERT INTO batch_outliers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
