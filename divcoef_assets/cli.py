@@ -6,6 +6,8 @@
     divcoef audit                      # the default audit as a Dagster job (see README)
     divcoef -v audit                   # ... with Dagster's DEBUG event lines
     divcoef audit --probe rand-gpt2 --datasets bible jargon
+    divcoef report --out report.html   # every result in one self-contained HTML file
+    divcoef report --markdown          # the baseline table with rank correlations
 
 Files are JSON Lines, Parquet, CSV or plain text (one document per line), or a glob of them;
 `--text-column` names the field that holds the text. Results print as a table, or as JSON with
@@ -76,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="*", help="only these registered datasets (at least one; omit the flag for all)")
     p.add_argument("--probe", help="a probe registered in the registry (default: the registry's default probe)")
     p.add_argument("--cache-dir", help="embedding cache (default $DIVCOEF_CACHE or data/artifacts/cache/embeddings)")
+
+    p = sub.add_parser("report", help="write every audited result as one self-contained HTML file")
+    p.add_argument("--db", help="results database (default $DIVCOEF_DB or data/divcoef.duckdb)")
+    p.add_argument("--out", default="divcoef-report.html", help="HTML file to write (default: divcoef-report.html)")
+    p.add_argument("--probe", help="only this probe (default: every probe with results)")
+    p.add_argument("--markdown", action="store_true", help="print the baseline table (markdown) instead of writing HTML")
     return parser
 
 
@@ -123,6 +131,20 @@ def _quiet_audit_console() -> None:
         warnings.filterwarnings("ignore", category=category)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from divcoef_assets import paths, report
+    from divcoef_assets.storage import ResultsStore
+
+    db = paths.db_path(args.db)
+    if not db.exists():
+        raise FileNotFoundError(f"results database {db} does not exist; run `divcoef audit` first or pass --db")
+    if args.markdown:
+        print(report.markdown_baselines(report.collect(ResultsStore(db), args.probe, heatmaps=False)))
+        return 0
+    print(report.write_report(db, args.out, probe=args.probe))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -131,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if args.command == "report":
+            return _report(args)
         from divcoef_assets.threads import configure_torch_threads
 
         configure_torch_threads()

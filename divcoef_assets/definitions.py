@@ -34,14 +34,15 @@ ASSETS = [probe_network, dataset_snapshot, token_batches, task2vec_embeddings, d
 
 
 def build_definitions(
-    *, registry_path: str = "", data_dir: str = "", db_path: str = "", cache_dir: str = "",
+    *, registry_path: str = "", data_dir: str = "", db_path: str = "", cache_dir: str = "", reports: bool = True,
     embedding_backend: str = "local", ray_address: str = "", **ray_options,
 ) -> dg.Definitions:
-    """The project's definitions; `embedding_backend="ray"` computes batch embeddings on a Ray
-    cluster (`ray_address`, `ray_options`: the `ray_*` fields of `DivcoefResource`) and puts
+    """The project's definitions; `reports=False` leaves out the plots, tables, triage and
+    baselines; `embedding_backend="ray"` computes batch embeddings on a Ray cluster
+    (`ray_address`, `ray_options`: the `ray_*` fields of `DivcoefResource`) and puts
     task2vec_embeddings in the `gpu` pool instead of `torch`."""
     divcoef = DivcoefResource(registry_path=registry_path, data_dir=data_dir, db_path=db_path, cache_dir=cache_dir,
-                              embedding_backend=embedding_backend, ray_address=ray_address, **ray_options)
+                              reports=reports, embedding_backend=embedding_backend, ray_address=ray_address, **ray_options)
     records = str(Path(data_dir).resolve() / "records") if data_dir else ""  # empty: <data dir>/records at run time
     embeddings = task2vec_embeddings if embedding_backend == "local" else build_task2vec_embeddings(GPU_POOL)
     assets = [embeddings if a is task2vec_embeddings else a for a in ASSETS]

@@ -49,8 +49,10 @@ from divcoef_assets.core.audit import (
     ProgressCallback,
     audit_embeddings,
     cross_summarize,
+    main_vectors,
     summarize,
 )
+from divcoef_assets.core.baselines import Baseline, batch_baselines, embedding_baselines
 from divcoef_assets.core.cache import BatchEmbedding, EmbeddingCache
 from divcoef_assets.core.config import ProbeConfig
 from divcoef_assets.core.distance import pdist
@@ -61,6 +63,7 @@ from divcoef_assets.core.snapshot import mixture_batch_indices, read_texts, sour
 from divcoef_assets.core.sources import MixtureSource, SourceError, SyntheticSource, source_version
 from divcoef_assets.core.synthetic import default_token_ids, ginc_tokens, lower_bound_tokens, upper_bound_tokens
 from divcoef_assets.core.tokenize import TextTokenizer, TokenBatch, encode_fixed, load_tokenizer
+from divcoef_assets.core.triage import BatchDocuments, BatchOutlier, batch_label, rank_batches
 from divcoef_assets.keys import validate_key
 from divcoef_assets.records import (
     CrossRecord,
@@ -231,6 +234,11 @@ def _rows_of(snap: SnapshotRecord, n_items: int, config: ProbeConfig) -> Callabl
 
 def draw_batches(snap: SnapshotRecord, config: ProbeConfig) -> list[TokenBatch]:
     """Batch i = rows rng(seed, i) of the snapshot, tokenized and padded to `seq_len`."""
+    return draw_batches_with_rows(snap, config)[0]
+
+
+def draw_batches_with_rows(snap: SnapshotRecord, config: ProbeConfig) -> tuple[list[TokenBatch], list[np.ndarray]]:
+    """The batches of `draw_batches` and, for each, the snapshot rows (documents) it holds."""
     tokenizer = load_tokenizer(config.tokenizer)
     if snap.tokens:
         table = pq.read_table(snap.path)
@@ -239,14 +247,17 @@ def draw_batches(snap: SnapshotRecord, config: ProbeConfig) -> list[TokenBatch]:
         if ids.shape[1] < config.seq_len:
             raise ValueError(f"dataset {snap.dataset!r}: sequences of {ids.shape[1]} tokens, fewer than seq_len={config.seq_len}")
         rows_of = _rows_of(snap, ids.shape[0], config)
-        return [TokenBatch(ids[rows_of(i), : config.seq_len], mask[rows_of(i), : config.seq_len]) for i in range(config.n_batches)]
+        rows = [rows_of(i) for i in range(config.n_batches)]
+        return [TokenBatch(ids[r, : config.seq_len], mask[r, : config.seq_len]) for r in rows], rows
     if snap.synthetic:
         tokens = _synthetic_tokens(snap.path, tokenizer, config.seq_len)
         rows_of = _rows_of(snap, tokens.shape[0], config)
+        rows = [rows_of(i) for i in range(config.n_batches)]
         ones = np.ones((config.batch_size, config.seq_len), dtype=np.int64)
-        return [TokenBatch(tokens[rows_of(i)].astype(np.int64), ones) for i in range(config.n_batches)]
+        return [TokenBatch(tokens[r].astype(np.int64), ones) for r in rows], rows
     rows_of = _rows_of(snap, snap.n_documents, config)
-    return [encode_fixed(tokenizer, read_texts(snap.path, rows_of(i)), config.seq_len) for i in range(config.n_batches)]
+    rows = [rows_of(i) for i in range(config.n_batches)]
+    return [encode_fixed(tokenizer, read_texts(snap.path, r), config.seq_len) for r in rows], rows
 
 
 def token_batches(registry: Registry, dataset: str, probe: str, snap: SnapshotRecord, layout: Layout) -> TokenBatchesRecord:
@@ -257,11 +268,12 @@ def token_batches(registry: Registry, dataset: str, probe: str, snap: SnapshotRe
             f"dataset_snapshot of {dataset!r} was made from another registry entry than the registry now holds; "
             "re-materialize dataset_snapshot first; nothing was written"
         )
-    batches = draw_batches(snap, config)
+    batches, rows = draw_batches_with_rows(snap, config)
     sampling_fp = digest(snap.fingerprint, config.sampling_fields())
     out = layout.token_batches(dataset, sampling_fp)
     table = pa.table({
         "batch_index": pa.array(np.repeat(np.arange(len(batches)), config.batch_size), pa.int32()),
+        "doc_index": pa.array(np.concatenate(rows).astype(np.int64), pa.int64()),
         "input_ids": pa.array([row.tolist() for b in batches for row in b.input_ids.astype(np.int32)], pa.list_(pa.int32())),
         "attention_mask": pa.array([row.tolist() for b in batches for row in b.attention_mask.astype(np.int8)], pa.list_(pa.int8())),
     })
@@ -272,6 +284,7 @@ def token_batches(registry: Registry, dataset: str, probe: str, snap: SnapshotRe
         settings_fingerprint=config.settings_fingerprint(), batch_fingerprints=tuple(b.fingerprint() for b in batches),
         batch_size=config.batch_size, seq_len=config.seq_len, n_tokens=n_tokens,
         pad_fraction=1 - n_tokens / (len(batches) * config.batch_size * config.seq_len),
+        snapshot_path=snap.path,
     )
 
 
@@ -394,6 +407,7 @@ def embeddings(
         n_embeddings=len(rows), n_computed=len(computed), n_cached=len(rows) - len(computed), dim=int(rows[0].vector.size),
         seconds_computed=float(sum(r.seconds_finetune + r.seconds_fisher for r in computed)),
         mean_seconds_per_embedding=float(np.mean([r.seconds_finetune + r.seconds_fisher for r in rows])),
+        batches=batches,
     )
 
 
@@ -532,6 +546,73 @@ def measurement_fingerprint(config: ProbeConfig, identity: str) -> str:
     return digest(config.fingerprint(), identity)
 
 
+# ----------------------------------------------------------------------------- triage and baselines
+
+
+def batch_documents(emb: EmbeddingsRecord, rows: list[BatchEmbedding] | tuple[BatchEmbedding, ...] | None = None,
+                    *, texts: bool = True) -> BatchDocuments:
+    """The documents of each embedded batch (repeat 0, in batch order): snapshot rows from the
+    token batches file, the source of each batch, and (`texts`, text snapshots only) the texts.
+    Refused when the token batches no longer hold what was embedded."""
+    batches = emb.batches
+    if batches is None or not batches.snapshot_path:
+        raise StaleUpstreamError(
+            f"task2vec_embeddings of {emb.dataset!r} was recorded before batches kept their document ids; "
+            "re-materialize token_batches and what follows"
+        )
+    rows = sorted((r for r in (recorded_embeddings(emb) if rows is None else rows) if r.repeat == 0), key=lambda r: r.batch_index)
+    try:
+        table = pq.read_table(batches.path, columns=["batch_index", "doc_index"]).to_pydict()
+    except (OSError, pa.ArrowException, KeyError) as exc:
+        raise ArtifactError(f"token batches {batches.path} hold no document ids ({exc}); re-materialize token_batches") from exc
+    by_batch: dict[int, list[int]] = {}
+    for i, doc in zip(table["batch_index"], table["doc_index"]):
+        by_batch.setdefault(int(i), []).append(int(doc))
+    for r in rows:
+        if r.batch_index >= len(batches.batch_fingerprints) or batches.batch_fingerprints[r.batch_index] != r.batch_fingerprint \
+                or r.batch_index not in by_batch:
+            raise StaleUpstreamError(
+                f"token batches {batches.path} do not hold batch {r.batch_index} as it was embedded; "
+                "re-materialize token_batches and what follows"
+            )
+    docs = tuple(tuple(by_batch[r.batch_index]) for r in rows)
+    path = Path(batches.snapshot_path)
+    columns = pq.read_schema(path).names if path.suffix == ".parquet" else []
+    if "source" in columns:
+        sources = source_index(path)
+        labels = tuple(batch_label([str(sources[d]) for d in ds]) for ds in docs)
+    else:
+        labels = (emb.dataset,) * len(docs)
+    batch_texts = None
+    if texts and "text" in columns:
+        flat = read_texts(path, [d for ds in docs for d in ds])
+        starts = np.cumsum([0] + [len(ds) for ds in docs])
+        batch_texts = tuple(tuple(flat[starts[k]:starts[k + 1]]) for k in range(len(docs)))
+    return BatchDocuments(doc_indices=docs, labels=labels, texts=batch_texts)
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What the coefficient step adds for people: the batches ranked by distance from the rest,
+    and the baseline measures of the same batches."""
+
+    documents: BatchDocuments
+    outliers: tuple[BatchOutlier, ...]
+    baselines: tuple[Baseline, ...]
+    repeated: tuple[int, ...]  # batches embedded more than once (noise repeats)
+
+
+def coefficient_extras(result: DiversityResult, emb: EmbeddingsRecord) -> Extras:
+    """Triage and baselines of the batches behind `result` (the texts' measures for text
+    snapshots, the Vendi score of the embeddings for every dataset)."""
+    docs = batch_documents(emb, result.embeddings)
+    outliers = rank_batches(result.matrix, docs)
+    found = batch_baselines(docs.texts) if docs.texts is not None else ()
+    found += embedding_baselines(main_vectors(result.embeddings))
+    repeated = tuple(sorted({r.batch_index for r in result.embeddings if r.repeat > 0}))
+    return Extras(documents=docs, outliers=outliers, baselines=found, repeated=repeated)
+
+
 # ----------------------------------------------------------------------------- cross-diversity
 
 
@@ -636,14 +717,17 @@ def token_snapshot(registry: Registry, dataset: str, input_ids: np.ndarray, atte
 # ----------------------------------------------------------------------------- results store
 
 
-def record_coefficient(store: ResultsStore, registry: Registry, record: CoefficientRecord, layout: Layout) -> list[str]:
-    """Write the coefficient row (with its dataset and probe rows) and refresh the Parquet views,
-    in one transaction; returns the artifact files the views had to leave out."""
+def record_coefficient(store: ResultsStore, registry: Registry, record: CoefficientRecord, layout: Layout,
+                       extras: Extras | None = None) -> list[str]:
+    """Write the coefficient row (with its dataset and probe rows, and the baselines and batch
+    outliers of `extras`) and refresh the Parquet views, in one transaction; returns the artifact
+    files the views had to leave out."""
     spec = registry.dataset(record.dataset)
     store.ensure_schema()
     return store.record_coefficient(
         record, source_type=spec.source_type, description=spec.description, spec=spec.to_dict(),
         probe_config=registry.probe(record.probe).to_dict(), views=layout.parquet_views(),
+        baselines=None if extras is None else extras.baselines, outliers=None if extras is None else extras.outliers,
     )
 
 

@@ -70,6 +70,9 @@ class TokenBatchesRecord:
     seq_len: int
     n_tokens: int
     pad_fraction: float
+    # The snapshot the batches were drawn from; its rows are the `doc_index` column of the batches
+    # file (empty for records written before that column existed).
+    snapshot_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class EmbeddingsRecord:
     dim: int
     seconds_computed: float
     mean_seconds_per_embedding: float
+    batches: TokenBatchesRecord | None = None  # what was embedded: batch -> documents
 
 
 @dataclass(frozen=True)

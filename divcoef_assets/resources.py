@@ -50,6 +50,10 @@ class DivcoefResource(dg.ConfigurableResource):
     ray_cpus_per_worker: float = 1.0  # "ray": num_cpus of each actor (and its torch threads)
     ray_gpus_per_worker: float = -1.0  # "ray": num_gpus of each actor; -1: 1 when the probe's device is cuda, else 0
     ray_max_retries: int = 3  # "ray": restarts of a killed actor and retries of the batch it was embedding
+    # Plots, formatted tables, per-batch triage and baselines attached to the materializations
+    # (and the `baselines` / `batch_outliers` rows). Off: the numbers only, to measure what
+    # these cost (benchmarks/reports_overhead.py) or to save the time on a very large audit.
+    reports: bool = True
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if self.embedding_backend not in BACKENDS:

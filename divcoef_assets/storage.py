@@ -9,8 +9,14 @@ and query everything. Tables:
     coefficients        one row per (dataset, probe, snapshot_fingerprint, probe_fingerprint)
     cross_coefficients  one row per (dataset_a, dataset_b, probe, snapshot_a, snapshot_b, probe_fingerprint)
 
+    baselines           one row per (dataset, probe, snapshot_fingerprint, probe_fingerprint, metric)
+    batch_outliers      one row per (dataset, probe, snapshot_fingerprint, probe_fingerprint, batch_index)
+
 and views `latest_coefficients` / `latest_cross_coefficients` (newest `computed_at` per dataset
-and probe, or per pair and probe). The coefficient keys include the probe fingerprint: a probe
+and probe, or per pair and probe), `latest_baselines` / `latest_batch_outliers` (the rows of each
+newest coefficient), `baseline_ranks` (datasets ranked by every measure) and
+`baseline_correlations` (Spearman's rank correlation of each baseline with the coefficient across
+datasets measured with the same probe fingerprint). The coefficient keys include the probe fingerprint: a probe
 key whose config changed measures something else, and replacing the old row would erase history.
 Re-computing the same measurement replaces its row in one transaction; other snapshots and
 configs stay as history, so re-runs never duplicate and never delete other results.
@@ -56,7 +62,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from divcoef_assets.core.baselines import Baseline
 from divcoef_assets.core.duckdb_files import NO_EXTENSION_AUTOLOAD, not_duckdb_reason
+from divcoef_assets.core.triage import BatchOutlier
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +78,12 @@ _OWN_RELATIONS = frozenset(
         "cross_coefficients",
         "latest_coefficients",
         "latest_cross_coefficients",
+        "baselines",
+        "batch_outliers",
+        "latest_baselines",
+        "latest_batch_outliers",
+        "baseline_ranks",
+        "baseline_correlations",
     }
 )
 
@@ -96,6 +110,12 @@ def _optional_float(name: str, value: float | None) -> float | None:
         return None
     if math.isinf(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+def _finite(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -264,6 +284,87 @@ _SCHEMA = (
         ORDER BY computed_at DESC, snapshot_a DESC, snapshot_b DESC, probe_fingerprint DESC
     ) = 1
     """,
+    """
+    CREATE TABLE IF NOT EXISTS baselines (
+        dataset VARCHAR NOT NULL,
+        probe VARCHAR NOT NULL,
+        snapshot_fingerprint VARCHAR NOT NULL,
+        probe_fingerprint VARCHAR NOT NULL,
+        metric VARCHAR NOT NULL,
+        value DOUBLE NOT NULL,
+        stderr DOUBLE,
+        ci_low DOUBLE,
+        ci_high DOUBLE,
+        n_batches BIGINT NOT NULL,
+        run_id VARCHAR NOT NULL,
+        computed_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (dataset, probe, snapshot_fingerprint, probe_fingerprint, metric)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS batch_outliers (
+        dataset VARCHAR NOT NULL,
+        probe VARCHAR NOT NULL,
+        snapshot_fingerprint VARCHAR NOT NULL,
+        probe_fingerprint VARCHAR NOT NULL,
+        batch_index BIGINT NOT NULL,
+        rank BIGINT NOT NULL,
+        mean_distance DOUBLE NOT NULL,
+        z_score DOUBLE NOT NULL,
+        source VARCHAR NOT NULL,
+        doc_indices BIGINT[] NOT NULL,
+        preview VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        computed_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (dataset, probe, snapshot_fingerprint, probe_fingerprint, batch_index)
+    )
+    """,
+    # The rows behind each dataset's newest coefficient (same snapshot, probe settings and weights).
+    """
+    CREATE OR REPLACE VIEW latest_baselines AS
+    SELECT b.* FROM baselines b
+    JOIN latest_coefficients c USING (dataset, probe, snapshot_fingerprint, probe_fingerprint)
+    """,
+    """
+    CREATE OR REPLACE VIEW latest_batch_outliers AS
+    SELECT o.* FROM batch_outliers o
+    JOIN latest_coefficients c USING (dataset, probe, snapshot_fingerprint, probe_fingerprint)
+    """,
+    # Datasets ranked by each measure (the coefficient itself as metric 'diversity_coefficient'),
+    # among datasets measured with the same probe settings and weights; rank 1 = most diverse.
+    """
+    CREATE OR REPLACE VIEW baseline_ranks AS
+    WITH measures AS (
+        SELECT dataset, probe, probe_fingerprint, 'diversity_coefficient' AS metric, value, ci_low, ci_high
+        FROM latest_coefficients
+        UNION ALL
+        SELECT dataset, probe, probe_fingerprint, metric, value, ci_low, ci_high FROM latest_baselines
+    )
+    SELECT *, rank() OVER (PARTITION BY probe, probe_fingerprint, metric ORDER BY value DESC) AS rank,
+           count(*) OVER (PARTITION BY probe, probe_fingerprint, metric) AS n_datasets
+    FROM measures
+    """,
+    # Spearman's rank correlation between the coefficient and each baseline across the datasets
+    # measured with the same probe settings and weights: Pearson's correlation of average ranks.
+    """
+    CREATE OR REPLACE VIEW baseline_correlations AS
+    WITH pairs AS (
+        SELECT b.probe, b.probe_fingerprint, b.metric, b.dataset, c.value AS coefficient, b.value AS baseline
+        FROM latest_baselines b
+        JOIN latest_coefficients c USING (dataset, probe, snapshot_fingerprint, probe_fingerprint)
+    ), ranked AS (
+        SELECT *,
+            (rank() OVER (PARTITION BY probe, probe_fingerprint, metric ORDER BY coefficient)
+             + count(*) OVER (PARTITION BY probe, probe_fingerprint, metric)
+             - rank() OVER (PARTITION BY probe, probe_fingerprint, metric ORDER BY coefficient DESC) + 1) / 2.0 AS rank_coefficient,
+            (rank() OVER (PARTITION BY probe, probe_fingerprint, metric ORDER BY baseline)
+             + count(*) OVER (PARTITION BY probe, probe_fingerprint, metric)
+             - rank() OVER (PARTITION BY probe, probe_fingerprint, metric ORDER BY baseline DESC) + 1) / 2.0 AS rank_baseline
+        FROM pairs
+    )
+    SELECT probe, probe_fingerprint, metric, count(*) AS n_datasets, corr(rank_coefficient, rank_baseline) AS spearman
+    FROM ranked GROUP BY probe, probe_fingerprint, metric
+    """,
 )
 
 
@@ -385,16 +486,41 @@ class ResultsStore:
         spec: Mapping[str, Any],
         probe_config: Mapping[str, Any],
         views: Mapping[str, Sequence[Path]] = MappingProxyType({}),
+        baselines: Sequence[Baseline] | None = None,
+        outliers: Sequence[BatchOutlier] | None = None,
     ) -> list[str]:
         """Record the dataset, the probe config and the coefficient, and refresh the Parquet
         `views`, in one transaction: a failure at any point leaves nothing changed. A view covers
         only the files whose Parquet footer reads, so one corrupt file cannot break the record
-        (or the view); the skipped files are returned and logged."""
+        (or the view); the skipped files are returned and logged.
+
+        `baselines` and `outliers`, when given, replace the measurement's rows of `baselines` and
+        `batch_outliers` in the same transaction; None leaves those rows as they are."""
         with self._transaction() as connection:
             skipped = [f for name, files in views.items() for f in self._create_view(connection, name, files)]
             self._upsert_dataset(connection, record.dataset, source_type, description, spec)
             self._upsert_probe(connection, record.probe, record.probe_fingerprint, probe_config)
             self._insert_or_replace_in(connection, "coefficients", _COEFFICIENT_COLUMNS, record)
+            key = [record.dataset, record.probe, record.snapshot_fingerprint, record.probe_fingerprint]
+            if baselines is not None:
+                connection.execute(
+                    "DELETE FROM baselines WHERE dataset = ? AND probe = ? AND snapshot_fingerprint = ? AND probe_fingerprint = ?", key)
+                for b in baselines:
+                    connection.execute(
+                        "INSERT INTO baselines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [*key, b.metric, _finite("baseline value", b.value), _optional_float("stderr", b.stderr),
+                         _optional_float("ci_low", b.ci_low), _optional_float("ci_high", b.ci_high), b.n_batches,
+                         record.run_id, record.computed_at],
+                    )
+            if outliers is not None:
+                connection.execute(
+                    "DELETE FROM batch_outliers WHERE dataset = ? AND probe = ? AND snapshot_fingerprint = ? AND probe_fingerprint = ?", key)
+                for o in outliers:
+                    connection.execute(
+                        "INSERT INTO batch_outliers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [*key, o.batch_index, o.rank, _finite("mean_distance", o.mean_distance), _finite("z_score", o.z_score),
+                         o.label, list(o.doc_indices), o.preview, record.run_id, record.computed_at],
+                    )
         return skipped
 
     def record_cross(self, records: Sequence[CrossCoefficientRecord], *, views: Mapping[str, Sequence[Path]] = MappingProxyType({})) -> list[str]:
@@ -559,6 +685,14 @@ class ResultsStore:
         """The newest coefficient of (dataset, probe), or None."""
         rows = self._records("latest_coefficients", CoefficientRecord, {"dataset": dataset, "probe": probe})
         return rows[0] if rows else None
+
+    def latest_coefficients(self, probe: str | None = None) -> list[CoefficientRecord]:
+        """Each dataset's newest coefficient (`latest_coefficients`), optionally for one probe."""
+        return self._records("latest_coefficients", CoefficientRecord, {"probe": probe})
+
+    def latest_cross_coefficients(self, probe: str | None = None) -> list[CrossCoefficientRecord]:
+        """Each pair's newest cross coefficient (`latest_cross_coefficients`)."""
+        return self._records("latest_cross_coefficients", CrossCoefficientRecord, {"probe": probe})
 
     def cross_coefficients(self, probe: str | None = None) -> list[CrossCoefficientRecord]:
         """All recorded cross coefficients (history included), oldest first."""

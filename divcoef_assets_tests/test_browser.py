@@ -3,9 +3,9 @@ temporary Dagster home that has the project's dagster.yaml, `dagster dev` starte
 a free port, and the `diversity_coefficient` asset page of that partition opened in headless
 Chromium (Debian's `chromium`, driven by Playwright; scripts/browser.sh installs it).
 
-Asserted from the DOM: the materialization's markdown summary opens from "[Show Markdown]" and
-renders the coefficient table (a "noise floor" column, the stored value) and the distance
-histogram (a decoded PNG <img>); no "Join the Dagster community" dialog appears (the project's
+Asserted from the DOM: the materialization's summary table renders inline (a "noise floor"
+column, the stored value to 4 significant digits) and the distance histogram opens from its
+"[Show Markdown]" as a decoded PNG <img>; no "Join the Dagster community" dialog appears (the project's
 dagster.yaml turns it off). The screenshot is written to the test's tmp_path and copied to
 $DIVCOEF_TEST_ARTIFACTS (default divcoef_assets_tests/artifacts/, git-ignored).
 
@@ -148,15 +148,16 @@ def test_the_asset_page_shows_the_summary_table_and_plot(tmp_path, tiny_gpt2_dir
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.goto(f"{url}/assets/diversity_coefficient?view=partitions&partition=corpus-a%7Ctiny", wait_until="networkidle")
-                summary = page.locator("tr", has_text="summary").get_by_text("[Show Markdown]")
+                summary = page.locator("tr", has_text="noise floor").first  # the summary, an inline table
                 summary.wait_for(timeout=30_000)
                 assert page.get_by_text(COMMUNITY).count() == 0, "the community sign-up dialog is shown"
-                summary.click()
+                headers = summary.locator("th").all_inner_texts()
+                assert "noise floor" in headers, headers
+                cells = page.locator("td").all_inner_texts()
+                assert value in cells, cells[:40]
+                page.locator("tr", has_text="histogram").get_by_text("[Show Markdown]").first.click()
                 dialog = page.locator("[role=dialog]", has=page.locator(".dagster-markdown"))
                 dialog.wait_for(timeout=10_000)
-                headers = dialog.locator("th").all_inner_texts()
-                assert "noise floor" in headers, headers
-                assert value in dialog.locator("td").all_inner_texts()
                 image = dialog.locator("img[src^='data:image/png;base64,']")
                 assert image.count() == 1
                 image.wait_for()

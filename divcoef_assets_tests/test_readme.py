@@ -41,12 +41,15 @@ def test_readme_sql_examples_return_the_expected_rows(tmp_path, tiny_gpt2_dir):
 
     store = ResultsStore(tmp_path / "r.duckdb")
     blocks = _sql_blocks()
-    assert len(blocks) == 4
-    latest, history, cross, embeddings = (store.query(sql) for sql in blocks)
+    assert len(blocks) == 6
+    latest, history, cross, correlations, outliers, embeddings = (store.query(sql) for sql in blocks)
     assert {row[0] for row in latest} == {"corpus-a", "corpus-b"} and latest[0][1] >= latest[1][1]
     assert all(lo <= value <= hi for _, value, lo, hi, _, _ in latest)
     assert len(history) == 2
     assert len(cross) == 1 and cross[0][2] > 0
+    assert {row[0] for row in correlations} >= {"distinct_1", "vendi_tfidf", "vendi_task2vec"} and all(row[1] == 2 for row in correlations)
+    assert [(row[0], row[1]) for row in outliers] == [("corpus-a", 1), ("corpus-a", 2), ("corpus-b", 1), ("corpus-b", 2)]
+    assert all(len(row[4]) == 8 and row[5] for row in outliers)
     assert sorted(row[0] for row in embeddings) == ["corpus-a", "corpus-b"] and all(row[1] == 4 for row in embeddings)
 
 
@@ -103,13 +106,14 @@ def test_readme_python_and_command_line_examples_run_as_written(tmp_path, monkey
     lines = _command_lines()
     assert any(line.startswith("divcoef audit") for line in lines) and any("diversity" in line for line in lines)
     for line in lines:
-        args = [a.replace("/tmp/divcoef-cache", str(tmp_path / "other-cache")) for a in shlex.split(line)[1:]]
+        args = [str(tmp_path / "other-cache") if a == "/tmp/divcoef-cache" else str(tmp_path / a[5:]) if a.startswith("/tmp/") else a
+                for a in shlex.split(line)[1:]]
         try:
             code = main(args)
         except SystemExit as exc:  # --help
             code = exc.code
         assert code == 0, (line, capsys.readouterr().err[-2000:])
-    assert (tmp_path / "other-cache").is_dir()
+    assert (tmp_path / "other-cache").is_dir() and "<h3>Baselines</h3>" in (tmp_path / "divcoef-report.html").read_text()
     blocks = _python_blocks()
     assert len(blocks) == 1
     namespace: dict = {}

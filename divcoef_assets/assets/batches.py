@@ -4,6 +4,7 @@ import dagster as dg
 
 from divcoef_assets import pipeline
 from divcoef_assets.assets.common import CHAIN_VERSION, GROUP, PARTITIONS, keys
+from divcoef_assets.core.markdown import rounded
 from divcoef_assets.records import SnapshotRecord, TokenBatchesRecord
 from divcoef_assets.resources import DivcoefResource
 
@@ -18,5 +19,5 @@ def token_batches(context: dg.AssetExecutionContext, divcoef: DivcoefResource, d
     record = pipeline.token_batches(divcoef.registry(), dataset, probe, dataset_snapshot, divcoef.layout())
     return dg.Output(record, metadata={
         "n_batches": len(record.batch_fingerprints), "batch_size": record.batch_size, "seq_len": record.seq_len,
-        "pad_fraction": record.pad_fraction, "path": dg.MetadataValue.path(record.path),
+        "pad_fraction": rounded(record.pad_fraction), "path": dg.MetadataValue.path(record.path),
     })

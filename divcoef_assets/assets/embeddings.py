@@ -13,6 +13,7 @@ from divcoef_assets import pipeline
 from divcoef_assets.assets.common import ENGINE_CODE_VERSION, GROUP, PARTITIONS, TORCH_POOL, keys, progress_logger
 from divcoef_assets.assets.probe import probe_network
 from divcoef_assets.partitions import PROBE_DIMENSION
+from divcoef_assets.core.markdown import rounded
 from divcoef_assets.records import EmbeddingsRecord, TokenBatchesRecord
 from divcoef_assets.resources import DivcoefResource
 
@@ -36,8 +37,8 @@ def build_task2vec_embeddings(pool: str = TORCH_POOL) -> dg.AssetsDefinition:
                                          progress=progress_logger(context), embedder=embedder)
         return dg.Output(record, metadata={
             "n_embeddings": record.n_embeddings, "n_computed": record.n_computed, "n_cached": record.n_cached,
-            "dim": record.dim, "seconds_computed": record.seconds_computed,
-            "mean_seconds_per_embedding": record.mean_seconds_per_embedding, "path": dg.MetadataValue.path(record.path),
+            "dim": record.dim, "seconds_computed": rounded(record.seconds_computed),
+            "mean_seconds_per_embedding": rounded(record.mean_seconds_per_embedding), "path": dg.MetadataValue.path(record.path),
             "embedding_backend": divcoef.embedding_backend,
         })
 

@@ -5,6 +5,7 @@ import dagster as dg
 from divcoef_assets import pipeline
 from divcoef_assets.assets.common import CHAIN_VERSION, GROUP, TORCH_POOL
 from divcoef_assets.partitions import probe_partitions
+from divcoef_assets.core.markdown import rounded
 from divcoef_assets.records import ProbeRecord
 from divcoef_assets.resources import DivcoefResource
 
@@ -25,5 +26,6 @@ def probe_network(context: dg.AssetExecutionContext, divcoef: DivcoefResource) -
     record = pipeline.probe_network(divcoef.registry(), probe, divcoef.layout(), progress=report)
     metadata = {"model": record.model, "built_here": record.built_here, "weights_fingerprint": record.weights_fingerprint}
     if record.built_here:
-        metadata.update(final_loss=record.final_loss, corpus_fingerprint=record.corpus_fingerprint, seconds=record.seconds)
+        metadata.update(final_loss=None if record.final_loss is None else rounded(record.final_loss),
+                        corpus_fingerprint=record.corpus_fingerprint, seconds=None if record.seconds is None else rounded(record.seconds))
     return dg.Output(record, data_version=dg.DataVersion(record.weights_fingerprint), metadata=metadata)

@@ -1,0 +1,215 @@
+"""The figures of an audit, as PNG bytes: what a curator looks at to see why a corpus scores what it scores.
+
+- `distance_heatmap`: the batch-by-batch distance matrix. Batches are grouped by source when the
+  dataset has more than one (a concatenation's batches each come from one component), otherwise
+  put in hierarchical-clustering order (average linkage, scipy), so blocks of similar batches show
+  as squares. Batches embedded more than once (the noise repeats) are marked with '*'.
+- `distance_histogram`: the pairwise distances, split by source pair when batches come from
+  different sources (within A, within B, A-B), with the coefficient, its 95% interval and the
+  noise floor marked.
+- `cross_heatmap`: cross-diversity of every pair of datasets, each dataset's own diversity on the
+  diagonal.
+- `coefficient_trend`: a dataset's coefficient with its interval over its snapshots.
+- `ranked_bars`: every audited dataset's coefficient with interval and noise floor, ranked.
+
+Every function is pure: arrays and labels in, PNG bytes out (matplotlib's Agg backend, no display,
+small figures at 80 dpi). No Dagster imports.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DPI = 80
+_CMAP = "viridis"
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One bar of `ranked_bars`."""
+
+    label: str
+    value: float
+    ci_low: float | None
+    ci_high: float | None
+    noise_floor: float | None
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    """One measurement of `coefficient_trend`."""
+
+    computed_at: datetime
+    value: float
+    ci_low: float | None
+    ci_high: float | None
+    snapshot: str
+    probe_fingerprint: str
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def batch_order(matrix: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """Grouped by source label (then batch index) when there are several labels, else the
+    leaf order of average-linkage clustering of the distances."""
+    n = matrix.shape[0]
+    if len(set(labels)) > 1:
+        return np.array(sorted(range(n), key=lambda i: (labels[i], i)))
+    if n < 3:
+        return np.arange(n)
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    symmetric = (matrix + matrix.T) / 2
+    np.fill_diagonal(symmetric, 0.0)
+    return leaves_list(linkage(squareform(np.clip(symmetric, 0, None), checks=False), method="average"))
+
+
+def distance_heatmap(matrix: np.ndarray, labels: Sequence[str], repeated: Sequence[int] = (), *, title: str = "") -> bytes:
+    """Heatmap of the [n, n] batch distances; `labels[i]` is batch i's source, `repeated` the
+    batches with noise repeats (marked '*')."""
+    matrix = np.asarray(matrix, dtype=float)
+    n = matrix.shape[0]
+    order = batch_order(matrix, labels)
+    shown = matrix[np.ix_(order, order)]
+    off = shown[~np.eye(n, dtype=bool)]
+    fig, ax = plt.subplots(figsize=(4.6, 3.9))
+    image = ax.imshow(shown, cmap=_CMAP, vmin=float(off.min()) if off.size else 0, vmax=float(off.max()) if off.size else 1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="distance")
+    marks = set(int(i) for i in repeated)
+    names = [f"{'*' if int(i) in marks else ''}{int(i)}" for i in order]
+    step = max(1, n // 16)
+    ticks = np.arange(0, n, step)
+    ax.set_xticks(ticks, [names[t] for t in ticks], fontsize=7, rotation=90)
+    ax.set_yticks(ticks, [names[t] for t in ticks], fontsize=7)
+    groups = [labels[i] for i in order]
+    if len(set(groups)) > 1:
+        for k in range(1, n):
+            if groups[k] != groups[k - 1]:
+                ax.axhline(k - 0.5, color="white", lw=1.5)
+                ax.axvline(k - 0.5, color="white", lw=1.5)
+        ax.set_xlabel("batch (grouped by source: " + ", ".join(dict.fromkeys(groups)) + ")", fontsize=8)
+    else:
+        ax.set_xlabel("batch (hierarchical order)", fontsize=8)
+    ax.set_title((title + ("\n* = batch with noise repeats" if marks else "")).strip(), fontsize=9)
+    return _png(fig)
+
+
+def pair_groups(labels: Sequence[str]) -> dict[str, np.ndarray]:
+    """Upper-triangle pair indices (i < j) grouped as 'within A' or 'A-B' by the batches' labels."""
+    n = len(labels)
+    i, j = np.triu_indices(n, k=1)
+    keys = [f"within {labels[a]}" if labels[a] == labels[b] else " vs ".join(sorted((labels[a], labels[b]))) for a, b in zip(i, j)]
+    groups: dict[str, list[int]] = {}
+    for k, key in enumerate(keys):
+        groups.setdefault(key, []).append(k)
+    return {key: np.asarray(v) for key, v in sorted(groups.items())}
+
+
+def distance_histogram(
+    matrix: np.ndarray, labels: Sequence[str], *, value: float, ci_low: float | None, ci_high: float | None,
+    noise_floor: float | None, title: str = "",
+) -> bytes:
+    """Histogram of the pairwise distances (split by source pair when there are several
+    sources), with the coefficient, its interval and the noise floor marked."""
+    matrix = np.asarray(matrix, dtype=float)
+    upper = matrix[np.triu_indices(matrix.shape[0], k=1)]
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    edges = np.histogram_bin_edges(np.concatenate([upper, [value] + ([noise_floor] if noise_floor is not None else [])]), bins=20)
+    groups = pair_groups(labels) if len(set(labels)) > 1 else {"all pairs": np.arange(upper.size)}
+    ax.hist([upper[idx] for idx in groups.values()], bins=edges, stacked=True, label=list(groups), alpha=0.85)
+    if ci_low is not None and ci_high is not None and np.isfinite([ci_low, ci_high]).all():
+        ax.axvspan(ci_low, ci_high, color="black", alpha=0.12, label="95% interval")
+    ax.axvline(value, color="black", lw=2, label=f"coefficient {value:.4g}")
+    if noise_floor is not None:
+        ax.axvline(noise_floor, color="red", lw=1.5, ls="--", label=f"noise floor {noise_floor:.4g}")
+    ax.set_xlabel("distance between two batches", fontsize=8)
+    ax.set_ylabel("pairs", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def cross_heatmap(names: Sequence[str], matrix: np.ndarray, *, title: str = "") -> bytes:
+    """[k, k] cross-diversity (off the diagonal) and own diversity (diagonal) of `names`; NaN
+    cells (not measured) are left blank."""
+    matrix = np.asarray(matrix, dtype=float)
+    k = len(names)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.42 * max(k, 4), 0.9 + 0.38 * max(k, 4)))
+    masked = np.ma.masked_invalid(matrix)
+    image = ax.imshow(masked, cmap=_CMAP)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="(cross-)diversity")
+    ax.set_xticks(range(k), names, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(k), names, fontsize=7)
+    if k <= 12:
+        finite = matrix[np.isfinite(matrix)]
+        middle = (finite.min() + finite.max()) / 2 if finite.size else 0
+        for a in range(k):
+            for b in range(k):
+                if np.isfinite(matrix[a, b]):
+                    ax.text(b, a, f"{matrix[a, b]:.3g}", ha="center", va="center", fontsize=6,
+                            color="white" if matrix[a, b] < middle else "black")
+    ax.set_title(title or "cross-diversity (diagonal: own diversity)", fontsize=9)
+    return _png(fig)
+
+
+def coefficient_trend(points: Sequence[TrendPoint], *, title: str = "") -> bytes:
+    """The coefficient with its interval at each measurement, oldest first; points measured with
+    different probe settings or weights get different markers."""
+    points = sorted(points, key=lambda p: p.computed_at)
+    fig, ax = plt.subplots(figsize=(5.2, 2.9))
+    x = np.arange(len(points))
+    kinds = list(dict.fromkeys(p.probe_fingerprint for p in points))
+    markers = "osD^v<>"
+    for n, kind in enumerate(kinds):
+        idx = [k for k, p in enumerate(points) if p.probe_fingerprint == kind]
+        values = np.array([points[k].value for k in idx])
+        low = np.array([points[k].ci_low if points[k].ci_low is not None else points[k].value for k in idx])
+        high = np.array([points[k].ci_high if points[k].ci_high is not None else points[k].value for k in idx])
+        ax.errorbar(x[idx], values, yerr=[values - low, high - values], fmt=markers[n % len(markers)], capsize=3,
+                    label=f"probe {kind[:8]}")
+    if len(points) > 1:
+        ax.plot(x, [p.value for p in points], color="grey", lw=0.8, zorder=0)
+    ax.set_xticks(x, [f"{p.computed_at:%Y-%m-%d}\n{p.snapshot[:8]}" for p in points], fontsize=6)
+    ax.set_ylabel("coefficient (95% interval)", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    if len(kinds) > 1:
+        ax.legend(fontsize=7)
+    ax.set_title(title or "coefficient over snapshots", fontsize=9)
+    return _png(fig)
+
+
+def ranked_bars(rows: Sequence[Ranked], *, title: str = "", highlight: str | None = None) -> bytes:
+    """Horizontal bars of every row's value, highest on top, with its interval and noise floor."""
+    rows = sorted(rows, key=lambda r: r.value)
+    fig, ax = plt.subplots(figsize=(5.2, 0.8 + 0.26 * max(len(rows), 3)))
+    y = np.arange(len(rows))
+    values = np.array([r.value for r in rows])
+    low = np.array([r.ci_low if r.ci_low is not None else r.value for r in rows])
+    high = np.array([r.ci_high if r.ci_high is not None else r.value for r in rows])
+    colors = ["tab:orange" if r.label == highlight else "tab:blue" for r in rows]
+    ax.barh(y, values, xerr=[values - low, high - values], color=colors, capsize=2, alpha=0.85, label="coefficient")
+    floors = [(k, r.noise_floor) for k, r in enumerate(rows) if r.noise_floor is not None]
+    if floors:
+        ax.scatter([f for _, f in floors], [k for k, _ in floors], marker="|", s=120, color="red", label="noise floor", zorder=3)
+    ax.set_yticks(y, [r.label for r in rows], fontsize=7)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel("diversity coefficient (95% interval)", fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
