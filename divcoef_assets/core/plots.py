@@ -181,7 +181,10 @@ def coefficient_trend(points: Sequence[TrendPoint], *, title: str = "") -> bytes
         values = np.array([points[k].value for k in idx])
         low = np.array([points[k].ci_low if points[k].ci_low is not None else points[k].value for k in idx])
         high = np.array([points[k].ci_high if points[k].ci_high is not None else points[k].value for k in idx])
-        ax.errorbar(x[idx], values, yerr=[values - low, high - values], fmt=markers[n % len(markers)], capsize=3,
+        # A row's value can lie outside its own interval (a jackknife interval is centred on the
+        # bias-corrected estimate, and rows may come from elsewhere): the bars never go negative.
+        yerr = [np.clip(values - low, 0, None), np.clip(high - values, 0, None)]
+        ax.errorbar(x[idx], values, yerr=yerr, fmt=markers[n % len(markers)], capsize=3,
                     label=f"probe {kind[:8]}")
     if len(points) > 1:
         ax.plot(x, [p.value for p in points], color="grey", lw=0.8, zorder=0)
