@@ -181,8 +181,7 @@ def coefficient_trend(points: Sequence[TrendPoint], *, title: str = "") -> bytes
         values = np.array([points[k].value for k in idx])
         low = np.array([points[k].ci_low if points[k].ci_low is not None else points[k].value for k in idx])
         high = np.array([points[k].ci_high if points[k].ci_high is not None else points[k].value for k in idx])
-        # A row's value can lie outside its own interval (a jackknife interval is centred on the
-        # bias-corrected estimate, and rows may come from elsewhere): the bars never go negative.
+        # A row written by another tool can have its value outside its interval: bars never go negative.
         yerr = [np.clip(values - low, 0, None), np.clip(high - values, 0, None)]
         ax.errorbar(x[idx], values, yerr=yerr, fmt=markers[n % len(markers)], capsize=3,
                     label=f"probe {kind[:8]}")
