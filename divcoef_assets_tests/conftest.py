@@ -26,8 +26,9 @@ def save_tiny_gpt2(folder, *, vocab_size=50257, n_layer=2, n_embd=16, n_head=2, 
     return folder
 
 
-def write_word_corpora(folder, vocabularies: dict, *, n: int = 30, words_per_text: int = 10, seed: int = 0):
-    """One JSON Lines file per name in `vocabularies`: `n` texts of random words from its list."""
+def write_word_corpora(folder, vocabularies: dict, *, n: int = 30, words_per_text: int | tuple[int, int] = 10, seed: int = 0):
+    """One JSON Lines file per name in `vocabularies`: `n` texts of random words from its list,
+    `words_per_text` words each (a `(low, high)` pair: a random count in that half-open range)."""
     import json
 
     import numpy as np
@@ -36,7 +37,8 @@ def write_word_corpora(folder, vocabularies: dict, *, n: int = 30, words_per_tex
     for name, words in vocabularies.items():
         with open(folder / f"{name}.jsonl", "w") as fh:
             for _ in range(n):
-                fh.write(json.dumps({"text": " ".join(rng.choice(words, size=words_per_text))}) + "\n")
+                size = rng.integers(*words_per_text) if isinstance(words_per_text, tuple) else words_per_text
+                fh.write(json.dumps({"text": " ".join(rng.choice(words, size=size))}) + "\n")
 
 
 @pytest.fixture(scope="session")

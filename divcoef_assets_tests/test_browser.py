@@ -15,7 +15,6 @@ install it). The server's whole process tree is stopped whatever happens.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -27,13 +26,14 @@ import urllib.request
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pytest
 import yaml
 
 from divcoef_assets.definitions import build_definitions
 from divcoef_assets.partitions import dataset_probe_key
 from divcoef_assets.registry import REPO_ROOT
+
+from .conftest import write_word_corpora
 
 ARTIFACTS = Path(os.environ.get("DIVCOEF_TEST_ARTIFACTS") or Path(__file__).parent / "artifacts")
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
@@ -50,10 +50,7 @@ def _chromium() -> str:
 def _registry(folder: Path, probe_dir: Path) -> dict[str, str]:
     """A registry of one dataset and one probe, and a Dagster home with the project's dagster.yaml;
     returns the environment the server and the run share."""
-    rng = np.random.default_rng(0)
-    with open(folder / "a.jsonl", "w") as fh:
-        for _ in range(40):
-            fh.write(json.dumps({"text": " ".join(rng.choice(WORDS, size=rng.integers(4, 14)))}) + "\n")
+    write_word_corpora(folder, {"a": WORDS}, n=40, words_per_text=(4, 14))
     (folder / "registry.yaml").write_text(yaml.safe_dump({
         "default_probe": "tiny",
         "probes": {"tiny": {"model": str(probe_dir), "init": "pretrained", "seq_len": 16, "batch_size": 8, "n_batches": 5,

@@ -10,11 +10,9 @@ what a tiny random probe happens to measure."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import timedelta
 
 import dagster as dg
-import numpy as np
 import pytest
 import yaml
 from dagster._core.storage.event_log.base import PartitionKeyFilter
@@ -27,6 +25,8 @@ from divcoef_assets.pipeline import Neighbours, bounds_first
 from divcoef_assets.registry import load_registry
 from divcoef_assets.storage import CoefficientRecord, ResultsStore
 
+from .conftest import write_word_corpora
+
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
 ASSET = dg.AssetKey("diversity_coefficient")
 
@@ -35,10 +35,7 @@ class Audit:
     """corpus-a, a lower- and an upper-bound dataset registered; only corpus-a is ever materialized."""
 
     def __init__(self, folder, probe_dir):
-        rng = np.random.default_rng(0)
-        with open(folder / "a.jsonl", "w") as fh:
-            for _ in range(40):
-                fh.write(json.dumps({"text": " ".join(rng.choice(WORDS, size=rng.integers(4, 14)))}) + "\n")
+        write_word_corpora(folder, {"a": WORDS}, n=40, words_per_text=(4, 14))
         (folder / "registry.yaml").write_text(yaml.safe_dump({
             "default_probe": "tiny",
             "probes": {"tiny": {"model": str(probe_dir), "init": "pretrained", "seq_len": 16, "batch_size": 8, "n_batches": 4,
