@@ -503,14 +503,24 @@ class ResultsStore:
             self._insert_or_replace_in(connection, "coefficients", _COEFFICIENT_COLUMNS, record)
             key = [record.dataset, record.probe, record.snapshot_fingerprint, record.probe_fingerprint]
             if baselines is not None:
-                _replace_rows(connection, "baselines", key, [
-                    [b.metric, _finite("baseline value", b.value), _optional_float("stderr", b.stderr),
-                     _optional_float("ci_low", b.ci_low), _optional_float("ci_high", b.ci_high), b.n_batches,
-                     record.run_id, record.computed_at] for b in baselines])
+                connection.execute(
+                    "DELETE FROM baselines WHERE dataset = ? AND probe = ? AND snapshot_fingerprint = ? AND probe_fingerprint = ?", key)
+                for b in baselines:
+                    connection.execute(
+                        "INSERT INTO baselines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [*key, b.metric, _finite("baseline value", b.value), _optional_float("stderr", b.stderr),
+                         _optional_float("ci_low", b.ci_low), _optional_float("ci_high", b.ci_high), b.n_batches,
+                         record.run_id, record.computed_at],
+                    )
             if outliers is not None:
-                _replace_rows(connection, "batch_outliers", key, [
-                    [o.batch_index, o.rank, _finite("mean_distance", o.mean_distance), _finite("z_score", o.z_score),
-                     o.label, list(o.doc_indices), o.preview, record.run_id, record.computed_at] for o in outliers])
+                connection.execute(
+                    "DELETE FROM batch_outliers WHERE dataset = ? AND probe = ? AND snapshot_fingerprint = ? AND probe_fingerprint = ?", key)
+                for o in outliers:
+                    connection.execute(
+                        "INSERT INTO batch_outliers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [*key, o.batch_index, o.rank, _finite("mean_distance", o.mean_distance), _finite("z_score", o.z_score),
+                         o.label, list(o.doc_indices), o.preview, record.run_id, record.computed_at],
+                    )
         return skipped
 
     def record_cross(self, records: Sequence[CrossCoefficientRecord], *, views: Mapping[str, Sequence[Path]] = MappingProxyType({})) -> list[str]:
@@ -687,12 +697,3 @@ class ResultsStore:
     def cross_coefficients(self, probe: str | None = None) -> list[CrossCoefficientRecord]:
         """All recorded cross coefficients (history included), oldest first."""
         return self._records("cross_coefficients", CrossCoefficientRecord, {"probe": probe})
-
-
-def _replace_rows(connection, table: str, key: list, rows: list[list]) -> None:
-    """Replace the rows of one measurement (`key`: dataset, probe, snapshot and probe fingerprints)
-    in `table` (a fixed name of this module's schema) by `rows`, each prefixed with the key."""
-    connection.execute(
-        f"DELETE FROM {table} WHERE dataset = ? AND probe = ? AND snapshot_fingerprint = ? AND probe_fingerprint = ?", key)
-    for row in rows:
-        connection.execute(f"INSERT INTO {table} VALUES ({', '.join('?' * (len(key) + len(row)))})", [*key, *row])
