@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         record = pipeline.probe_network(registry, name, layout)
         built = time.perf_counter() - started
         config = pipeline.resolve_model(registry.probe(name), layout)
-        snap = pipeline.snapshot(registry, args.dataset, layout)
+        snap = pipeline.snapshot(registry, args.dataset, layout, name)
         batches = pipeline.draw_batches(snap, config.replace(n_batches=max(args.batches, 3)))[: args.batches]
         tokenizer = load_tokenizer(config.tokenizer)
         probe = load_probe_for(config, tokenizer)

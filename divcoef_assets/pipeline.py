@@ -32,8 +32,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from divcoef_assets.core.atomic import TMP_PREFIX, atomic_path, sweep_temporaries, write_atomic
+from divcoef_assets.core.atomic import atomic_path, sweep_temporaries, write_atomic, write_text_atomic
 from divcoef_assets.core.audit import (
     DiversityResult,
     EmbedderFactory,
@@ -58,8 +56,25 @@ from divcoef_assets.core.config import ProbeConfig
 from divcoef_assets.core.distance import pdist
 from divcoef_assets.core.fingerprint import array_digest, digest, texts_digest
 from divcoef_assets.core.probe import Probe, load_probe_for, probe_identity, weights_fingerprint
-from divcoef_assets.core.sampling import NotEnoughTextsError, batch_indices
-from divcoef_assets.core.snapshot import mixture_batch_indices, read_texts, source_index, synthetic_snapshot, write_snapshot
+from divcoef_assets.core.sampler import sample_pool
+from divcoef_assets.core.sampling import (
+    NotEnoughTextsError,
+    batch_indices,
+    mixture_batch_rows,
+    mixture_needs,
+    pool_batch_rows,
+)
+from divcoef_assets.core.snapshot import (
+    EmptySnapshotError,
+    PoolRow,
+    pool_fingerprint,
+    read_pool,
+    read_texts,
+    source_index,
+    snapshot_footer,
+    synthetic_snapshot,
+    write_pool,
+)
 from divcoef_assets.core.sources import MixtureSource, SourceError, SyntheticSource, source_version
 from divcoef_assets.core.synthetic import default_token_ids, ginc_tokens, lower_bound_tokens, upper_bound_tokens
 from divcoef_assets.core.tokenize import TextTokenizer, TokenBatch, encode_fixed, load_tokenizer
@@ -69,9 +84,12 @@ from divcoef_assets.records import (
     CrossRecord,
     DistancesRecord,
     EmbeddingsRecord,
+    PoolRecord,
     ProbeRecord,
     SnapshotRecord,
     TokenBatchesRecord,
+    from_json,
+    to_json,
 )
 from divcoef_assets.registry import Registry
 from divcoef_assets.storage import CoefficientRecord, CrossCoefficientRecord, ResultsStore
@@ -99,6 +117,10 @@ class Layout:
 
     def snapshot_dir(self, dataset: str) -> Path:
         return self.root / "snapshots" / validate_key(dataset, "dataset")
+
+    def pool_index(self, dataset: str, seed: int) -> Path:
+        """The `PoolRecord` of the largest pool drawn from a text dataset under `seed`."""
+        return self.snapshot_dir(dataset) / "pools" / f"seed-{int(seed)}.json"
 
     def token_batches(self, dataset: str, sampling_fp: str) -> Path:
         return self.root / "token_batches" / validate_key(dataset, "dataset") / f"{sampling_fp}.parquet"
@@ -141,14 +163,36 @@ def require_same_settings(upstream: str, upstream_fp: str, config: ProbeConfig, 
 # ----------------------------------------------------------------------------- snapshot
 
 
-def snapshot(registry: Registry, dataset: str, layout: Layout) -> SnapshotRecord:
-    """Stream the dataset into a content-addressed snapshot.
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How a pool is read: `executor` "auto" (a local process pool for large sources, else
+    serially), "serial", "process" or "ray" (Ray Data on the cluster at `ray_address`)."""
 
-    The source version is taken before reading and again after: if the source changed during
-    the read, the read is repeated (once), and a source that keeps changing fails with
-    `SourceChangedError`. The version recorded is the version of what was read.
+    executor: str = "auto"
+    workers: int | None = None
+    ray_address: str | None = None
+
+
+def pool_needs(registry: Registry, dataset: str, config: ProbeConfig) -> dict[str, int]:
+    """Documents each text source of `dataset` must give for the probe's batches to be disjoint."""
+    source = registry.dataset(dataset).source
+    if isinstance(source, MixtureSource):
+        return mixture_needs(source.weight_map, source.mode, config.batch_size, config.n_batches, config.seed)
+    return {dataset: config.batch_size * config.n_batches}
+
+
+def snapshot(registry: Registry, dataset: str, layout: Layout, probe: str | None = None, *,
+             sampling: SamplingOptions = SamplingOptions()) -> SnapshotRecord:
+    """The dataset's snapshot for `probe` (default: the registry's default probe).
+
+    A text dataset's snapshot is a sample pool (`core.sampler`): the documents with the smallest
+    keys under the probe's seed, as many as its batches need (a mixture: each component's
+    share). The pool drawn from each source is kept (`PoolRecord`), so a snapshot of an unchanged
+    source reads no document, and a larger need grows the pool, whose first part must be the old
+    one. A synthetic dataset's snapshot is its spec.
     """
     spec = registry.dataset(dataset)
+    config = registry.probe(probe)
     folder = layout.snapshot_dir(dataset)
     source = spec.source
     swept = sweep_temporaries(layout.root, older_than_s=6 * 3600)
@@ -159,39 +203,140 @@ def snapshot(registry: Registry, dataset: str, layout: Layout) -> SnapshotRecord
     if isinstance(source, SyntheticSource):
         fingerprint = synthetic_snapshot(source).fingerprint  # the spec's digest, no file
         info = synthetic_snapshot(source, folder / f"{fingerprint}.json")
-        final = info.path
-        return SnapshotRecord(path=str(final), fingerprint=info.fingerprint, content_fingerprint=info.fingerprint,
+        return SnapshotRecord(path=str(info.path), fingerprint=info.fingerprint, content_fingerprint=info.fingerprint,
                               n_documents=info.n_documents, synthetic=True, source_version=registry_source_version(registry, dataset), **common)
+    rows: list[PoolRow] = []
+    pools: list[tuple[str, PoolRecord, int]] = []
+    for name, need in pool_needs(registry, dataset, config).items():
+        if need == 0:
+            continue
+        pool = source_pool(registry, name, layout, config.seed, need, sampling)
+        taken = read_pool(pool.path, min(need, pool.n_documents))
+        rows += taken
+        pools.append((name, pool, len(taken)))
+    if not rows:
+        raise EmptySnapshotError(
+            f"no usable document for dataset {dataset!r}: {sum(p.n_empty_read for _, p, _ in pools)} empty or blank "
+            "document(s) and nothing else; check the source's path and text_column"
+        )
+    weights: tuple[tuple[str, float], ...] = ()
+    mode = ""
+    content = pool_fingerprint(rows)
+    fingerprint = content
+    if isinstance(source, MixtureSource):
+        # Two mixtures of the same components hold the same texts but draw different batches.
+        weights, mode = tuple(source.weight_map.items()), source.mode
+        fingerprint = digest({"content": content, "weights": source.weight_map, "mode": mode})
+    # The version of what was read: the pool's (checked before and after its read); a mixture's
+    # is made from its components' versions.
+    version = registry_source_version(registry, dataset) if isinstance(source, MixtureSource) else pools[0][1].source_version
+    record = SnapshotRecord(
+        path=str(folder / f"{content}.parquet"), fingerprint=fingerprint, content_fingerprint=content, n_documents=len(rows),
+        synthetic=False, source_version=version, n_chars=sum(len(r.text) for r in rows),
+        source_counts=tuple((n, k) for n, _, k in pools), mixture_weights=weights, mixture_mode=mode,
+        pool=True, sample_seed=config.seed, n_source_documents=sum(_usable(p) for _, p, _ in pools),
+        n_read=sum(p.n_read for _, p, _ in pools), n_dropped_empty=sum(p.n_empty_read for _, p, _ in pools),
+        counts_exact=all(p.exact for _, p, _ in pools), complete_sources=tuple(n for n, p, _ in pools if p.complete),
+        **common,
+    )
+    # The record rides in the file's footer, so the snapshot alone reproduces the coefficient.
+    path, _ = write_pool(rows, folder, {"record": to_json(record)})
+    assert str(path) == record.path
+    log.info("snapshot of %s: %d of about %d usable documents (seed %d), fingerprint %s", dataset, record.n_documents,
+             record.n_source_documents, config.seed, record.fingerprint)
+    return record
+
+
+def snapshot_from_file(path: str | Path) -> SnapshotRecord:
+    """The record of a pool snapshot, read from its footer (the file alone reproduces the
+    coefficient: `audit_partition(..., snap=snapshot_from_file(path))`)."""
+    footer = snapshot_footer(path)
+    if "record" not in footer:
+        raise ArtifactError(f"{path} is not a pool snapshot of this version (its footer holds no record)")
+    return dataclasses.replace(from_json(footer["record"]), path=str(path))
+
+
+def _usable(pool: PoolRecord) -> int:
+    if pool.complete:
+        return pool.n_documents
+    if pool.exact:
+        return pool.n_records - pool.n_empty_read
+    share = pool.n_empty_read / pool.n_read if pool.n_read else 0.0
+    return max(pool.n_documents, round(pool.n_records * (1.0 - share)))
+
+
+def source_pool(registry: Registry, dataset: str, layout: Layout, seed: int, need: int,
+                sampling: SamplingOptions = SamplingOptions()) -> PoolRecord:
+    """The pool of a text dataset (not a mixture) under `seed` holding at least `need` documents
+    (or all it has): the one kept for this source version when it is large enough, else drawn.
+
+    The source version is taken before the read and again after: a source that changed during
+    the read is read again (once), then fails with `SourceChangedError`. A larger pool must begin
+    with the kept one; when it does not, the source changed without its version showing it, and
+    the step fails with nothing written."""
+    spec = registry.dataset(dataset)
+    registry.check_allowed(dataset)
+    index = layout.pool_index(dataset, seed)
+    spec_fp = digest(spec.to_dict())
+    kept = _read_pool_record(index)
     for attempt in range(1, SNAPSHOT_ATTEMPTS + 1):
         before = registry_source_version(registry, dataset)
-        pending = folder / f"{TMP_PREFIX}snapshot-{uuid.uuid4().hex}.parquet"
+        if kept is not None and (kept.spec_fingerprint, kept.source_version) != (spec_fp, before):
+            kept = None  # another entry or another version of the source: a new pool
+        if kept is not None and (kept.n_documents >= need or kept.complete) and Path(kept.path).is_file():
+            log.info("dataset %s: reusing its pool of %d documents (source unchanged)", dataset, kept.n_documents)
+            return kept
+        k = max(need, kept.n_documents if kept else 0)
         try:
-            info = write_snapshot(registry.iter_dataset_texts(dataset), pending, name=f"dataset {dataset!r}")
-            if registry_source_version(registry, dataset) == before:
-                final = folder / f"{info.fingerprint}.parquet"
-                os.replace(pending, final)
-                break
+            pool = sample_pool(spec.source, registry.base_dir, seed=seed, k=k, executor=sampling.executor,
+                               workers=sampling.workers, ray_address=sampling.ray_address)
         except SourceError as exc:
             # The reader names the file and line; say which dataset it belongs to.
             raise type(exc)(f"dataset {dataset!r}: {exc}") from exc
-        finally:
-            pending.unlink(missing_ok=True)
+        if registry_source_version(registry, dataset) == before:
+            break
         log.warning("dataset %s: the source changed while it was read (attempt %d of %d)", dataset, attempt, SNAPSHOT_ATTEMPTS)
     else:
         raise SourceChangedError(
             f"dataset {dataset!r}: the source changed while it was being read, {SNAPSHOT_ATTEMPTS} times; "
             "materialize dataset_snapshot again once writers to it have finished; nothing was written"
         )
-    weights: tuple[tuple[str, float], ...] = ()
-    mode = ""
-    fingerprint = info.fingerprint
-    if isinstance(source, MixtureSource):
-        # Two mixtures of the same components hold the same texts but draw different batches.
-        weights, mode = tuple(source.weight_map.items()), source.mode
-        fingerprint = digest({"content": info.fingerprint, "weights": source.weight_map, "mode": mode})
-    return SnapshotRecord(path=str(final), fingerprint=fingerprint, content_fingerprint=info.fingerprint,
-                          n_documents=info.n_documents, synthetic=False, source_version=before, n_chars=info.n_chars,
-                          source_counts=tuple(info.source_counts.items()), mixture_weights=weights, mixture_mode=mode, **common)
+    rows = [PoolRow(dataset, d.text, f"{d.file} {d.locator}", d.key) for d in pool.docs]
+    if kept is not None:
+        old = read_pool(kept.path)
+        if rows[: len(old)] != old:
+            raise SourceChangedError(
+                f"dataset {dataset!r}: the larger pool does not begin with the pool drawn before from the same "
+                f"source version ({kept.path}): the source's content changed without its size or modification time "
+                "changing; touch the changed files (or re-copy them) and materialize dataset_snapshot again; "
+                "nothing was written"
+            )
+    if not rows:
+        raise EmptySnapshotError(
+            f"no usable document for dataset {dataset!r}: {pool.n_empty_read} empty or blank document(s) and "
+            "nothing else; check the source's path and text_column"
+        )
+    path, fingerprint = write_pool(rows, index.parent, {"dataset": dataset, "seed": seed, "source_version": before})
+    record = PoolRecord(
+        dataset=dataset, spec_fingerprint=spec_fp, source_version=before, seed=seed, path=str(path),
+        fingerprint=fingerprint, n_documents=len(rows), complete=pool.complete, n_records=pool.n_records,
+        n_read=pool.n_read, n_empty_read=pool.n_empty_read, exact=pool.exact,
+    )
+    write_text_atomic(index, to_json(record))
+    log.info("dataset %s: drew a pool of %d documents (read %d of %d records, %d empty)", dataset, len(rows),
+             pool.n_read, pool.n_records, pool.n_empty_read)
+    return record
+
+
+def _read_pool_record(index: Path) -> PoolRecord | None:
+    try:
+        record = from_json(index.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        log.warning("pool index %s cannot be read (%s): drawing the pool again", index, exc)
+        return None
+    return record if isinstance(record, PoolRecord) else None
 
 
 def registry_source_version(registry: Registry, dataset: str) -> str:
@@ -219,17 +364,39 @@ def _synthetic_tokens(path: str, tokenizer: TextTokenizer, seq_len: int) -> np.n
                        n_states=source.n_states, seed=source.seed, token_ids=ids)
 
 
-def _rows_of(snap: SnapshotRecord, n_items: int, config: ProbeConfig) -> Callable[[int], np.ndarray]:
-    if snap.mixture_weights:
-        sources = source_index(snap.path)
-        weights = dict(snap.mixture_weights)
-        return lambda i: mixture_batch_indices(sources, weights, snap.mixture_mode, config.batch_size, i, config.seed)
-    if n_items < config.batch_size:
-        raise NotEnoughTextsError(
-            f"dataset {snap.dataset!r}: {n_items} usable documents, but one batch of probe {config.name!r} needs "
-            f"batch_size={config.batch_size}; lower batch_size or add documents"
+def _batch_rows(snap: SnapshotRecord, n_items: int, config: ProbeConfig) -> list[np.ndarray]:
+    """The snapshot rows of each of the probe's batches.
+
+    A sample pool's batches are consecutive slices of the pool (`core.sampling.pool_batch_rows`,
+    a mixture's per component); generated and pre-tokenized sequences are drawn with
+    `default_rng([seed, i])`."""
+    if snap.tokens or snap.synthetic:
+        if n_items < config.batch_size:
+            raise NotEnoughTextsError(
+                f"dataset {snap.dataset!r}: {n_items} sequences, but one batch of probe {config.name!r} needs "
+                f"batch_size={config.batch_size}; add sequences"
+            )
+        return [batch_indices(n_items, config.batch_size, i, config.seed) for i in range(config.n_batches)]
+    if not snap.pool:
+        raise StaleUpstreamError(
+            f"dataset_snapshot of {snap.dataset!r} is a full copy made by an earlier version, not a sample pool; "
+            "re-materialize dataset_snapshot first; nothing was written"
         )
-    return lambda i: batch_indices(n_items, config.batch_size, i, config.seed)
+    if snap.sample_seed != config.seed:
+        raise StaleUpstreamError(
+            f"dataset_snapshot of {snap.dataset!r} was drawn with seed {snap.sample_seed}, probe {config.name!r} uses "
+            f"seed {config.seed}; re-materialize dataset_snapshot for this probe first; nothing was written"
+        )
+    complete = set(snap.complete_sources)
+    if snap.mixture_weights:
+        components, first = {}, 0
+        for name, count in snap.source_counts:
+            components[name] = (first, count, name in complete)
+            first += count
+        return mixture_batch_rows(components, dict(snap.mixture_weights), snap.mixture_mode, config.batch_size,
+                                  config.n_batches, config.seed)
+    return pool_batch_rows(f"dataset {snap.dataset!r}", n_items, snap.dataset in complete, config.batch_size,
+                           config.n_batches, config.seed)
 
 
 def draw_batches(snap: SnapshotRecord, config: ProbeConfig) -> list[TokenBatch]:
@@ -246,17 +413,14 @@ def draw_batches_with_rows(snap: SnapshotRecord, config: ProbeConfig) -> tuple[l
         mask = np.asarray(table.column("attention_mask").to_pylist(), dtype=np.int64)
         if ids.shape[1] < config.seq_len:
             raise ValueError(f"dataset {snap.dataset!r}: sequences of {ids.shape[1]} tokens, fewer than seq_len={config.seq_len}")
-        rows_of = _rows_of(snap, ids.shape[0], config)
-        rows = [rows_of(i) for i in range(config.n_batches)]
+        rows = _batch_rows(snap, ids.shape[0], config)
         return [TokenBatch(ids[r, : config.seq_len], mask[r, : config.seq_len]) for r in rows], rows
     if snap.synthetic:
         tokens = _synthetic_tokens(snap.path, tokenizer, config.seq_len)
-        rows_of = _rows_of(snap, tokens.shape[0], config)
-        rows = [rows_of(i) for i in range(config.n_batches)]
+        rows = _batch_rows(snap, tokens.shape[0], config)
         ones = np.ones((config.batch_size, config.seq_len), dtype=np.int64)
         return [TokenBatch(tokens[r].astype(np.int64), ones) for r in rows], rows
-    rows_of = _rows_of(snap, snap.n_documents, config)
-    rows = [rows_of(i) for i in range(config.n_batches)]
+    rows = _batch_rows(snap, snap.n_documents, config)
     return [encode_fixed(tokenizer, read_texts(snap.path, r), config.seq_len) for r in rows], rows
 
 
@@ -691,7 +855,7 @@ def audit_partition(
 ) -> AuditOutcome:
     """Every per-dataset step in order, as the `audit` job runs them (the probe must be built).
     `snap` replaces the snapshot step (the API's pre-tokenized input)."""
-    snap = snap or snapshot(registry, dataset, layout)
+    snap = snap or snapshot(registry, dataset, layout, probe)
     batches = token_batches(registry, dataset, probe, snap, layout)
     emb = embeddings(registry, dataset, probe, batches, layout, progress=progress, probe_loader=probe_loader)
     dist = distance_matrix(registry, dataset, probe, emb, layout)

@@ -40,6 +40,36 @@ class SnapshotRecord:
     source_counts: tuple[tuple[str, int], ...] = ()  # documents per source (mixture component)
     mixture_weights: tuple[tuple[str, float], ...] = ()
     mixture_mode: str = ""
+    # Sample pools (text sources): the snapshot holds the documents with the smallest keys under
+    # `sample_seed` (core.sampler), as many as the probe's batches need.
+    pool: bool = False  # a sample pool (every text snapshot since pools; False: an earlier full copy)
+    sample_seed: int = 0
+    n_source_documents: int = 0  # usable documents in the source: exact when counts_exact, else estimated
+    n_read: int = 0  # documents whose text was read to draw the pool
+    n_dropped_empty: int = 0  # of those, empty or whitespace-only (dropped)
+    counts_exact: bool = True
+    complete_sources: tuple[str, ...] = ()  # sources whose every usable document is in the snapshot
+
+
+@dataclass(frozen=True)
+class PoolRecord:
+    """The largest sample pool drawn so far from one text dataset under one seed (its index file).
+
+    A later snapshot of the same source version takes its documents from `path` without reading
+    the source; a larger need draws a larger pool, whose first `n_documents` must equal these."""
+
+    dataset: str
+    spec_fingerprint: str
+    source_version: str
+    seed: int
+    path: str  # a pool snapshot (core.snapshot.write_pool) holding the whole pool
+    fingerprint: str
+    n_documents: int
+    complete: bool  # every usable document of the source is in the pool
+    n_records: int
+    n_read: int
+    n_empty_read: int
+    exact: bool
 
 
 @dataclass(frozen=True)
@@ -123,7 +153,7 @@ class CrossRecord:
 
 RECORD_TYPES: dict[str, type] = {
     cls.__name__: cls
-    for cls in (SnapshotRecord, ProbeRecord, TokenBatchesRecord, EmbeddingsRecord, DistancesRecord, CrossRecord,
+    for cls in (SnapshotRecord, PoolRecord, ProbeRecord, TokenBatchesRecord, EmbeddingsRecord, DistancesRecord, CrossRecord,
                 CoefficientRecord, CrossCoefficientRecord)
 }
 

@@ -28,7 +28,7 @@ import dagster as dg
 
 from divcoef_assets import paths, threads
 from divcoef_assets.core.audit import EmbedderFactory
-from divcoef_assets.pipeline import Layout
+from divcoef_assets.pipeline import Layout, SamplingOptions
 from divcoef_assets.registry import Registry, load_registry
 from divcoef_assets.storage import ResultsStore
 
@@ -82,6 +82,13 @@ class DivcoefResource(dg.ConfigurableResource):
             raise RayNotInstalledError(f"embedding_backend 'ray' needs dagster-ray ({exc}); install it with {INSTALL_HINT}") from exc
         with dg.build_resources({"ray_cluster": cluster_resource(self.ray_address)}):
             yield factory
+
+    def sampling(self) -> SamplingOptions:
+        """How dataset_snapshot reads a source: on the Ray cluster (Ray Data) in the "ray" mode,
+        else locally (a process pool for large sources)."""
+        if self.embedding_backend == "ray":
+            return SamplingOptions(executor="ray", ray_address=self.ray_address or None)
+        return SamplingOptions()
 
     def registry(self) -> Registry:
         return load_registry(self.registry_path or None)

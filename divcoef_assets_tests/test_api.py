@@ -72,7 +72,7 @@ def test_cross_diversity_exceeds_each_side(tiny_gpt2_dir, tmp_path):
 
 
 def test_too_few_texts_is_a_clear_error(tiny_gpt2_dir, tmp_path):
-    with pytest.raises(NotEnoughTextsError, match="batch_size=8"):
+    with pytest.raises(NotEnoughTextsError, match="has 1 usable documents, but one batch needs 8. Add documents"):
         diversity_coefficient(["one text", "  ", ""], probe=_probe(tiny_gpt2_dir), cache_dir=tmp_path)
 
 

@@ -14,9 +14,12 @@ import pytest
 import yaml
 
 from divcoef_assets import checks
+from divcoef_assets.core.sampling import mixture_needs
+from divcoef_assets.core.snapshot import read_pool
 from divcoef_assets.definitions import ASSETS, build_definitions
 from divcoef_assets.jobs import AUDIT_ASSETS
 from divcoef_assets.partitions import dataset_probe_key
+from divcoef_assets.registry import load_registry
 from divcoef_assets.resources import DivcoefResource
 from divcoef_assets.schedules import changed_requests
 from divcoef_assets.sensors import registry_sensor
@@ -97,7 +100,13 @@ def test_chain_writes_one_record_and_rematerializing_recomputes_nothing(env):
     more = _materialize(tmp_path, registry, instance, "corpus-a")
     assert _record(more, "task2vec_embeddings").n_computed == 2
     assert _record(more, "diversity_coefficient").n_batches == 5
-    assert store.query("SELECT count(*) FROM coefficients")[0][0] == 1  # same snapshot: replaced
+    # Five batches need a larger pool, whose first part is the three batches' pool: a new
+    # snapshot, so a new row beside the first.
+    old_pool = read_pool(_record(first, "dataset_snapshot").path)
+    assert read_pool(_record(more, "dataset_snapshot").path)[: len(old_pool)] == old_pool
+    assert store.query("SELECT count(*) FROM coefficients")[0][0] == 2
+    _materialize(tmp_path, registry, instance, "corpus-a")
+    assert store.query("SELECT count(*) FROM coefficients")[0][0] == 2  # same snapshot: replaced
 
 
 def test_new_snapshot_adds_history_and_cross_uses_stored_embeddings(env):
@@ -183,7 +192,10 @@ def test_mixture_datasets_materialize(env, mode):
     instance.add_dynamic_partitions("dataset", ["mix"])
     result = _materialize(tmp_path, registry, instance, "mix")
     snapshot = _record(result, "dataset_snapshot")
-    assert dict(snapshot.source_counts) == {"corpus-a": 40, "corpus-b": 40}
+    probe = load_registry(registry).probe("tiny")
+    needs = mixture_needs({"corpus-a": 3, "corpus-b": 1}, mode, probe.batch_size, probe.n_batches, probe.seed)
+    # Each component gives its share of the batches, drawn from a pool of its 40 documents.
+    assert dict(snapshot.source_counts) == {k: v for k, v in needs.items() if v} and snapshot.complete_sources == ()
     assert _record(result, "diversity_coefficient").n_batches == 3
 
 
@@ -197,6 +209,5 @@ def test_mixtures_of_the_same_components_do_not_share_embeddings(env):
     instance.add_dynamic_partitions("dataset", ["mix", "blocks"])
     mix = _materialize(tmp_path, registry, instance, "mix")
     blocks = _materialize(tmp_path, registry, instance, "blocks")
-    assert _record(mix, "dataset_snapshot").content_fingerprint == _record(blocks, "dataset_snapshot").content_fingerprint
     assert _record(mix, "dataset_snapshot").fingerprint != _record(blocks, "dataset_snapshot").fingerprint
     assert _record(blocks, "task2vec_embeddings").n_computed == 4  # nothing borrowed from "mix"

@@ -69,6 +69,18 @@ def local_run(tmp_path_factory, registry):
     return materialize(tmp_path_factory.mktemp("local"), registry)
 
 
+def test_sampling_on_ray_data_gives_the_local_pool(head, tmp_path):
+    from divcoef_assets.core.sampler import sample_pool
+    from divcoef_assets.core.sources import FilesSource
+
+    for i in range(3):
+        write_jsonl(tmp_path / f"part-{i}.jsonl", n=40, seed=i)
+    spec = FilesSource(path="part-*.jsonl")
+    local = sample_pool(spec, tmp_path, seed=1, k=25, executor="serial")
+    on_ray = sample_pool(spec, tmp_path, seed=1, k=25, executor="ray", ray_address=head.address)
+    assert len(local.docs) == 25 and on_ray == local
+
+
 def test_partition_through_ray_equals_local_and_is_computed_in_ray_workers(head, registry, local_run, tmp_path):
     emb, rows, coefficient, stored = materialize(tmp_path, registry, embedding_backend="ray", ray_address=head.address, ray_workers=1)
     local_emb, local_rows, local_coefficient, _ = local_run

@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 .venv/bin/python benchmarks/run.py "$@"
 if [ "$#" -eq 0 ]; then
     .venv/bin/python benchmarks/options.py
-    .venv/bin/python benchmarks/corpus_size.py
+    .venv/bin/python benchmarks/corpus_scale.py
     .venv/bin/python benchmarks/ray_overhead.py
     .venv/bin/python studies/less_work.py
 fi

@@ -222,7 +222,7 @@ def main(argv=None) -> int:
 
     baselines = {}
     for name in real:
-        snap = pipeline.snapshot(registry, name, layout)
+        snap = pipeline.snapshot(registry, name, layout, probe)
         docs = read_texts(snap.path, batch_indices(snap.n_documents, min(BASELINE_SAMPLE, snap.n_documents), 0, 12345))
         baselines[name] = all_baselines(docs)
     correlations = {m: spearman([res[n].value for n in real], [baselines[n][m] for n in real]) for m in baselines[real[0]]}

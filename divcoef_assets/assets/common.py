@@ -10,7 +10,7 @@ GROUP = "diversity_audit"
 PARTITIONS = dataset_probe_partitions
 # Version of the chain's artifacts (records, paths, cache keys); the steps that compute numbers
 # add the engine version, so an estimator change marks them stale in the UI.
-CHAIN_VERSION = "chain-4"
+CHAIN_VERSION = "chain-5"  # 5: text snapshots are sample pools
 ENGINE_CODE_VERSION = f"{CHAIN_VERSION}-engine-{ENGINE_VERSION}"
 # Concurrency pools (limits in data/dagster_home/dagster.yaml): the steps that write the DuckDB
 # results file, the steps that run the probe network on every core, and the embedding steps that

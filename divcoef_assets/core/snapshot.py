@@ -1,25 +1,27 @@
 """Dataset snapshots: the documents an audit samples from, frozen in one Parquet file.
 
 A coefficient is only reproducible if the documents it was computed on are, so every audit reads
-a snapshot rather than the live source. `write_snapshot` streams (source, text) pairs into a
-Parquet file with columns
+a snapshot rather than the live source. A text snapshot is a *sample pool* (`core.sampler`): the
+documents with the smallest seeded keys, as many as the probe's batches need, written by
+`write_pool` with columns
 
-    doc_index  int64         0..n-1 over the usable documents, in source order
+    doc_index  int64         0..n-1, the pool's order (smallest key first)
     source     string        the dataset (or mixture component) the document came from
     text       large_string  the document, unmodified
+    origin     string        where it is in the source: "<file> line 12", "<file> row 3"
+    key        uint64        its seeded key
 
-dropping documents that are None, empty or whitespace only (the paper drops empty lines) and
-counting them. Rows go out in row groups of `chunk_rows` (or fewer when the texts are long), so
-memory stays flat however large the corpus; the file is written beside its destination and moved
-into place atomically (`core.atomic`), so a crash never leaves a half-written snapshot.
+The content fingerprint is sha256 over every (source, text) pair in pool order, with length
+framing, so no two different sequences of documents share a digest; its first 16 hex digits name
+the snapshot in cache keys and in the results store. The fingerprint and counts are also kept in
+the file's footer (key `divcoef.snapshot`, JSON), readable with any Parquet tool without scanning
+the rows. Files are written beside their destination and moved into place atomically
+(`core.atomic`), so a crash never leaves a half-written snapshot.
 
-The content fingerprint is sha256 over every kept (source, text) pair with length framing, so no
-two different sequences of documents share a digest; its first 16 hex digits name the snapshot in
-cache keys and in the results store. The fingerprint and counts are also kept in the file's footer
-(key `divcoef.snapshot`, JSON), readable with any Parquet tool without scanning the rows.
-
-Sampling helpers live here too: `read_texts` fetches selected rows by row group, and
-`mixture_batch_indices` draws the rows of one batch of a mixture dataset.
+`write_snapshot` streams a whole corpus into the same layout (without origin and key): it was the
+snapshot before sample pools, and `benchmarks/corpus_scale.py` measures it as the baseline.
+Sampling helpers live here too: `read_texts` fetches selected rows by row group, and `source_index`
+gives every row's component.
 """
 
 from __future__ import annotations
@@ -39,8 +41,7 @@ import pyarrow.parquet as pq
 
 from divcoef_assets.core.atomic import atomic_path, write_text_atomic
 from divcoef_assets.core.fingerprint import digest
-from divcoef_assets.core.sampling import NotEnoughTextsError
-from divcoef_assets.core.sources import MIXTURE_MODES, SyntheticSource, source_to_dict
+from divcoef_assets.core.sources import SyntheticSource, source_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ SNAPSHOT_SCHEMA = pa.schema([("doc_index", pa.int64()), ("source", pa.string()),
 # Flush a row group early once its texts reach this many characters, whatever `chunk_rows` says.
 _MAX_CHUNK_CHARS = 64 * 1024 * 1024
 _FINGERPRINT_TAG = b"divcoef-snapshot-v1\x00"
+_POOL_TAG = b"divcoef-pool-snapshot-v2\x00"
+POOL_SCHEMA = pa.schema([("doc_index", pa.int64()), ("source", pa.string()), ("text", pa.large_string()),
+                         ("origin", pa.string()), ("key", pa.uint64())])
 _SYNTHETIC_TAG = "divcoef-synthetic-v1"
 _META_KEY = b"divcoef.snapshot"
 
@@ -66,10 +70,6 @@ def _unreadable(path: Path, exc: BaseException) -> CorruptSnapshotError:
         f"snapshot {path} cannot be read: it is truncated or corrupt ({type(exc).__name__}: {detail}); "
         "re-materialize the dataset_snapshot asset for this dataset to write it again"
     )
-
-
-class MixtureSamplingError(NotEnoughTextsError):
-    """A mixture component has fewer usable rows than its share of one batch."""
 
 
 @dataclass(frozen=True)
@@ -297,74 +297,88 @@ def synthetic_snapshot(spec: SyntheticSource, out_path: str | Path | None = None
     )
 
 
-def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
-    """Integer counts summing to `total`, proportional to `weights` (ties go to the earlier one)."""
-    exact = weights / weights.sum() * total
-    counts = np.floor(exact).astype(np.int64)
-    remainders = exact - counts
-    order = np.argsort(-remainders, kind="stable")
-    counts[order[: total - int(counts.sum())]] += 1
-    return counts
+@dataclass(frozen=True)
+class PoolRow:
+    """One document of a pool snapshot."""
+
+    source: str
+    text: str
+    origin: str
+    key: int
 
 
-def mixture_batch_indices(
-    sources: np.ndarray | Sequence[str],
-    weights: Mapping[str, float],
-    mode: str,
-    batch_size: int,
-    batch_index: int,
-    seed: int,
-) -> np.ndarray:
-    """Snapshot rows of batch `batch_index` of a mixture (int64 array of length `batch_size`).
+def pool_fingerprint(rows: Sequence[PoolRow]) -> str:
+    """The content fingerprint of a pool snapshot: its (source, text) pairs in order."""
+    content = hashlib.sha256(_POOL_TAG)
+    for row in rows:
+        content.update(_frame(row.source.encode("utf-8")))
+        content.update(_frame(row.text.encode("utf-8", "surrogatepass")))
+    return content.hexdigest()[:16]
 
-    `sources` holds the component of every snapshot row (`source_index`); `weights` maps each
-    component to its weight, in component order k = 0, 1, ...
 
-    - interleave: component k gets its largest-remainder share of `batch_size`, drawn without
-      replacement with `default_rng([seed, batch_index, k])`; the batch is then shuffled with
-      `default_rng([seed, batch_index])` so components are not in blocks.
-    - concat: `default_rng([seed, batch_index])` picks one component with probability
-      proportional to its weight, then draws the whole batch from it without replacement.
-    """
-    if mode not in MIXTURE_MODES:
-        raise ValueError(f"mode must be one of {', '.join(MIXTURE_MODES)}, got {mode!r}")
-    for name, value in (("batch_size", batch_size), ("batch_index", batch_index), ("seed", seed)):
-        if (
-            not isinstance(value, (int, np.integer))
-            or isinstance(value, bool)
-            or value < (1 if name == "batch_size" else 0)
-        ):
+def write_pool(rows: Sequence[PoolRow], folder: str | Path, footer: Mapping[str, Any]) -> tuple[Path, str]:
+    """Write a pool snapshot as `<folder>/<fingerprint>.parquet` (kept when it already exists);
+    return its path and fingerprint. `footer` goes into the file's metadata with the fingerprint."""
+    if not rows:
+        raise EmptySnapshotError(f"no usable document to write into {folder}")
+    for i, row in enumerate(rows):
+        try:
+            row.text.encode("utf-8")
+        except UnicodeEncodeError as exc:
             raise ValueError(
-                f"{name} must be a {'positive' if name == 'batch_size' else 'non-negative'} integer, got {value!r}"
-            )
-    if not weights:
-        raise ValueError("weights must name at least one component")
-    names = list(weights)
-    values = np.array([float(weights[name]) for name in names])
-    if not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise ValueError(f"weights must be positive finite numbers, got {dict(weights)}")
-    rows_by_source = np.asarray(sources, dtype=object)
+                f"{row.origin} (source {row.source!r}): the text holds a lone surrogate at character {exc.start}, "
+                "which UTF-8 cannot store; fix the record"
+            ) from None
+    fingerprint = pool_fingerprint(rows)
+    path = Path(folder) / f"{fingerprint}.parquet"
+    if path.exists() and _footer_fingerprint(path) == fingerprint:
+        return path, fingerprint
+    table = pa.table(
+        [
+            pa.array(np.arange(len(rows), dtype=np.int64)),
+            pa.array([r.source for r in rows], pa.string()),
+            pa.array([r.text for r in rows], pa.large_string()),
+            pa.array([r.origin for r in rows], pa.string()),
+            pa.array([r.key for r in rows], pa.uint64()),
+        ],
+        schema=POOL_SCHEMA.with_metadata({_META_KEY: json.dumps({**footer, "fingerprint": fingerprint}).encode()}),
+    )
+    with atomic_path(path) as temp_path:
+        pq.write_table(table, temp_path, compression="zstd", row_group_size=4096)
+    return path, fingerprint
 
-    def rows_of(name: str, needed: int) -> np.ndarray:
-        rows = np.flatnonzero(rows_by_source == name)
-        if rows.size < needed:
-            raise MixtureSamplingError(
-                f"mixture component {name!r} has {rows.size} usable documents in the snapshot, but a batch "
-                f"needs {needed} from it; lower batch_size or add documents"
-            )
-        return rows
 
-    if mode == "interleave":
-        counts = _largest_remainder(values, batch_size)
-        parts = [
-            np.random.default_rng([seed, batch_index, k]).choice(
-                rows_of(name, int(count)), size=int(count), replace=False
-            )
-            for k, (name, count) in enumerate(zip(names, counts))
-            if count > 0
-        ]
-        batch = np.concatenate(parts).astype(np.int64)
-        return np.random.default_rng([seed, batch_index]).permutation(batch)
-    rng = np.random.default_rng([seed, batch_index])
-    chosen = names[int(rng.choice(len(names), p=values / values.sum()))]
-    return rng.choice(rows_of(chosen, batch_size), size=batch_size, replace=False).astype(np.int64)
+def _footer_fingerprint(path: Path) -> str | None:
+    try:
+        return snapshot_footer(path).get("fingerprint")
+    except CorruptSnapshotError:
+        return None
+
+
+def snapshot_footer(path: str | Path) -> dict[str, Any]:
+    """The JSON a snapshot keeps in its footer (key `divcoef.snapshot`); read without the rows."""
+    path = Path(path)
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        return dict(json.loads(meta.get(_META_KEY, b"{}")))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise _unreadable(path, exc) from exc
+
+
+def read_pool(path: str | Path, n_rows: int | None = None) -> list[PoolRow]:
+    """The first `n_rows` rows (all when None) of a pool snapshot; a file that cannot be read raises
+    `CorruptSnapshotError` naming it."""
+    path = Path(path)
+    try:
+        with pq.ParquetFile(path) as parquet:
+            table = parquet.read(columns=["source", "text", "origin", "key"])
+    except (pa.ArrowException, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise _unreadable(path, exc) from exc
+    if n_rows is not None:
+        table = table.slice(0, n_rows)
+    columns = [table.column(name).to_pylist() for name in ("source", "text", "origin", "key")]
+    return [PoolRow(*values) for values in zip(*columns)]

@@ -87,6 +87,10 @@ class SourceDataError(SourceError, ValueError):
     """A source's content is unusable (malformed record, missing column, bad encoding)."""
 
 
+class CorruptSourceError(SourceDataError):
+    """A source file cannot be read at all (a corrupt Parquet footer or Arrow file); names the file."""
+
+
 class SourceNotFoundError(SourceError, FileNotFoundError):
     """A file, glob, folder or database that a source names does not exist."""
 
@@ -502,49 +506,45 @@ def _raw_lines(path: Path) -> Iterator[bytes]:
             yield raw
 
 
+def decode_line(raw: bytes, where: str, *, first: bool = False) -> str:
+    """One line of a UTF-8 file as text (a byte-order mark dropped from the `first` line); a NUL
+    byte or invalid UTF-8 stops with `where` (file and line) and what to do."""
+    nul = raw.find(0)
+    if nul >= 0:
+        raise SourceDataError(f"{where}: NUL byte at column {nul + 1}; is this a binary file? clean it or pick the right format")
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceDataError(f"{where}: invalid UTF-8 at byte {exc.start} of the line; re-encode the file as UTF-8") from None
+    return line[1:] if first and line.startswith("\ufeff") else line
+
+
+def jsonl_text(line: str, column: str, where: str) -> str:
+    """The text field of one JSON Lines record (a non-blank line)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise SourceDataError(
+            f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); "
+            "every line of a JSONL file must be one complete JSON object"
+        ) from None
+    if not isinstance(record, dict):
+        raise SourceDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    if column not in record:
+        raise SourceDataError(f"{where}: no field {column!r}; the record has {sorted(record)}; set text_column to one of them")
+    return _check_text(record[column], where)
+
+
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line) of a UTF-8 file, plain or gzip, newline kept; bad bytes stop with file and line."""
     for lineno, raw in enumerate(_raw_lines(path), start=1):
-        if b"\x00" in raw:
-            column = raw.index(b"\x00") + 1
-            raise SourceDataError(
-                f"{path}, line {lineno}: NUL byte at column {column}; "
-                "is this a binary file? clean it or pick the right format"
-            )
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise SourceDataError(
-                f"{path}, line {lineno}: invalid UTF-8 at byte {exc.start} of the line; "
-                "re-encode the file as UTF-8"
-            ) from None
-        if lineno == 1 and line.startswith("\ufeff"):
-            line = line[1:]
-        yield lineno, line
+        yield lineno, decode_line(raw, f"{path}, line {lineno}", first=lineno == 1)
 
 
 def _iter_jsonl(path: Path, spec: FilesSource) -> Iterator[str]:
-    column = spec.text_column
     for lineno, line in _decoded_lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SourceDataError(
-                f"{path}, line {lineno}: malformed JSON ({exc.msg} at column {exc.colno}); "
-                "every line of a JSONL file must be one complete JSON object"
-            ) from None
-        if not isinstance(record, dict):
-            raise SourceDataError(
-                f"{path}, line {lineno}: expected a JSON object, got {type(record).__name__}"
-            )
-        if column not in record:
-            raise SourceDataError(
-                f"{path}, line {lineno}: no field {column!r}; the record has {sorted(record)}; "
-                "set text_column to one of them"
-            )
-        yield _check_text(record[column], f"{path}, line {lineno}")
+        if line.strip():
+            yield jsonl_text(line, spec.text_column, f"{path}, line {lineno}")
 
 
 def _iter_text(path: Path, spec: FilesSource) -> Iterator[str]:
@@ -653,25 +653,9 @@ def _iter_parquet(path: Path, spec: FilesSource) -> Iterator[str]:
 
 
 def _iter_huggingface(spec: HuggingFaceSource, base: Path) -> Iterator[str]:
-    import datasets
-
     local = _resolve(spec.path, base)
     if local.is_dir():
-        try:
-            loaded = datasets.load_from_disk(str(local))
-        except FileNotFoundError as exc:
-            raise SourceNotFoundError(
-                f"{local} is not a dataset folder written by Dataset.save_to_disk ({exc})"
-            ) from None
-        if isinstance(loaded, datasets.DatasetDict):
-            if spec.split not in loaded:
-                raise SourceDataError(f"{local}: no split {spec.split!r}; the folder has {sorted(loaded)}")
-            loaded = loaded[spec.split]
-        if spec.text_column not in loaded.column_names:
-            raise SourceDataError(
-                f"{local}: no column {spec.text_column!r}; the dataset has {loaded.column_names}; "
-                "set text_column to one of them"
-            )
+        loaded = load_saved_dataset(spec, local)
         row = 0
         for batch in loaded.select_columns([spec.text_column]).iter(batch_size=_BATCH_ROWS):
             for value in batch[spec.text_column]:
@@ -684,6 +668,44 @@ def _iter_huggingface(spec: HuggingFaceSource, base: Path) -> Iterator[str]:
             f"a relative path is relative to {base}"
         )
     yield from _iter_hub(spec)
+
+
+def load_saved_dataset(spec: HuggingFaceSource, local: Path) -> Any:
+    """The split of a `save_to_disk` folder (memory-mapped), its text column checked."""
+    import datasets
+    import pyarrow as pa
+
+    try:
+        loaded = datasets.load_from_disk(str(local))
+    except FileNotFoundError as exc:
+        raise SourceNotFoundError(f"{local} is not a dataset folder written by Dataset.save_to_disk ({exc})") from None
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        bad = _first_bad_arrow_file(local)
+        raise CorruptSourceError(
+            f"{bad or local}: cannot be read as an Arrow file of a save_to_disk folder ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())}); it may be truncated or corrupt: save the dataset again"
+        ) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if spec.split not in loaded:
+            raise SourceDataError(f"{local}: no split {spec.split!r}; the folder has {sorted(loaded)}")
+        loaded = loaded[spec.split]
+    if spec.text_column not in loaded.column_names:
+        raise SourceDataError(
+            f"{local}: no column {spec.text_column!r}; the dataset has {loaded.column_names}; set text_column to one of them"
+        )
+    return loaded
+
+
+def _first_bad_arrow_file(folder: Path) -> Path | None:
+    import pyarrow as pa
+
+    for path in sorted(folder.rglob("*.arrow")):
+        try:
+            with pa.memory_map(str(path)) as source:
+                pa.ipc.open_stream(source).read_all()
+        except (pa.ArrowException, OSError):
+            return path
+    return None
 
 
 def _hub_error(spec: HuggingFaceSource, exc: BaseException) -> HubUnavailableError:
@@ -719,7 +741,8 @@ def _iter_hub(spec: HuggingFaceSource) -> Iterator[str]:
         raise _hub_error(spec, exc) from exc
 
 
-def _iter_duckdb(spec: DuckDBSource, base: Path) -> Iterator[str]:
+def _duckdb_connection(spec: DuckDBSource, base: Path) -> tuple[Any, str]:
+    """A read-only connection to the source's database and its one SELECT statement, checked."""
     import duckdb
 
     from divcoef_assets.core.duckdb_files import NO_EXTENSION_AUTOLOAD, not_duckdb_reason
@@ -753,17 +776,33 @@ def _iter_duckdb(spec: DuckDBSource, base: Path) -> Iterator[str]:
             raise SourceDataError(
                 f"{database}: the query must be exactly one SELECT statement, got {spec.query!r}"
             )
+        query = statements[0].query
         try:
-            cursor = connection.execute(statements[0])
+            columns = [d[0] for d in connection.execute(f"SELECT * FROM ({query}) LIMIT 0").description]
         except duckdb.Error as exc:
             raise SourceDataError(f"{database}: the query failed ({exc})") from None
-        columns = [d[0] for d in cursor.description]
         if spec.text_column not in columns:
             raise SourceDataError(
                 f"{database}: the query returns no column {spec.text_column!r}; it returns {columns}; "
                 "set text_column to one of them"
             )
-        index = columns.index(spec.text_column)
+    except BaseException:
+        connection.close()
+        raise
+    return connection, query
+
+
+def _iter_duckdb(spec: DuckDBSource, base: Path) -> Iterator[str]:
+    import duckdb
+
+    database = _resolve(spec.database, base)
+    connection, query = _duckdb_connection(spec, base)
+    try:
+        try:
+            cursor = connection.execute(query)
+        except duckdb.Error as exc:
+            raise SourceDataError(f"{database}: the query failed ({exc})") from None
+        index = [d[0] for d in cursor.description].index(spec.text_column)
         row = 0
         while rows := cursor.fetchmany(_BATCH_ROWS):
             for record in rows:

@@ -27,7 +27,7 @@ def test_batches_differ_across_index_and_seed_without_duplicates() -> None:
 
 
 def test_too_few_texts_says_what_to_do() -> None:
-    expected = r"has 10 usable texts.*needs 11.*lower batch_size"
+    expected = r"has 10 usable texts.*needs 11.*add data"
     with pytest.raises(NotEnoughTextsError, match=expected):
         batch_indices(10, 11, 0, seed=0)
     assert issubclass(NotEnoughTextsError, ValueError)

@@ -12,11 +12,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from divcoef_assets.core import snapshot as snapshot_module
-from divcoef_assets.core.sampling import NotEnoughTextsError
+from divcoef_assets.core.sampling import (
+    NotEnoughTextsError,
+    PoolTooSmallError,
+    mixture_batch_rows,
+    mixture_needs,
+    mixture_plan,
+)
 from divcoef_assets.core.snapshot import (
     EmptySnapshotError,
-    MixtureSamplingError,
-    mixture_batch_indices,
     read_texts,
     source_index,
     synthetic_snapshot,
@@ -200,77 +204,81 @@ def test_synthetic_snapshot_fingerprints_the_spec(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- mixtures
 
 
-def mixed_sources(n_a: int = 3000, n_b: int = 1000) -> np.ndarray:
-    # Components interleaved row by row, to check nothing assumes contiguous blocks.
-    rng = np.random.default_rng(7)
-    return rng.permutation(np.array(["a"] * n_a + ["b"] * n_b, dtype=object))
+def components(n_a: int = 3000, n_b: int = 1000, complete: bool = False) -> dict[str, tuple[int, int, bool]]:
+    # Component a's pool rows come first, then b's: (first row, rows, complete).
+    return {"a": (0, n_a, complete), "b": (n_a, n_b, complete)}
+
+
+def label(rows: np.ndarray, parts: dict[str, tuple[int, int, bool]]) -> list[str]:
+    return ["a" if r < parts["b"][0] else "b" for r in rows.tolist()]
 
 
 def test_interleave_shares_are_the_largest_remainder_allocation() -> None:
-    sources = np.array(["a"] * 20 + ["b"] * 20 + ["c"] * 20, dtype=object)
-
     def shares(weights, batch_size):
-        batch = mixture_batch_indices(sources, weights, "interleave", batch_size, 0, 0)
-        return {name: int((sources[batch] == name).sum()) for name in weights}
+        plan = mixture_plan(weights, "interleave", batch_size, 3, 0)
+        assert all(batch == plan[0] for batch in plan)
+        return {name: dict(plan[0]).get(name, 0) for name in weights}
 
     assert shares({"a": 1, "b": 1, "c": 1}, 10) == {"a": 4, "b": 3, "c": 3}
     assert shares({"a": 2, "b": 1}, 1) == {"a": 1, "b": 0}
     assert shares({"a": 0.3, "b": 0.3, "c": 0.4}, 7) == {"a": 2, "b": 2, "c": 3}
 
 
-def test_interleave_batches_have_exact_proportions_and_are_deterministic() -> None:
-    sources = mixed_sources()
+def test_interleave_batches_are_disjoint_exact_and_deterministic() -> None:
+    parts = components()
     weights = {"a": 3.0, "b": 1.0}
-    batch = mixture_batch_indices(sources, weights, "interleave", 512, 0, 0)
-    assert batch.dtype == np.int64 and len(batch) == 512 and len(set(batch.tolist())) == 512
-    assert (sources[batch] == "a").sum() == 384 and (sources[batch] == "b").sum() == 128
-    assert np.array_equal(batch, mixture_batch_indices(sources, weights, "interleave", 512, 0, 0))
-    assert not np.array_equal(batch, mixture_batch_indices(sources, weights, "interleave", 512, 1, 0))
-    assert not np.array_equal(batch, mixture_batch_indices(sources, weights, "interleave", 512, 0, 1))
-    # Shuffled: the components are not in two blocks.
-    labels = sources[batch]
-    assert (labels[:-1] != labels[1:]).sum() > 10
+    batches = mixture_batch_rows(parts, weights, "interleave", 512, 5, 0)
+    flat = np.concatenate(batches)
+    assert flat.dtype == np.int64 and len(set(flat.tolist())) == 5 * 512  # no document in two batches
+    for batch in batches:
+        labels = label(batch, parts)
+        assert labels.count("a") == 384 and labels.count("b") == 128
+        assert sum(x != y for x, y in zip(labels, labels[1:])) > 10  # shuffled, not two blocks
+    again = mixture_batch_rows(parts, weights, "interleave", 512, 5, 0)
+    assert all(np.array_equal(x, y) for x, y in zip(batches, again))
+    # Each component's share is the next slice of its pool: the first batch takes its first rows.
+    assert sorted(r for r in batches[0].tolist() if r < 3000) == list(range(384))
+    assert mixture_needs(weights, "interleave", 512, 5, 0) == {"a": 5 * 384, "b": 5 * 128}
 
 
 def test_concat_batches_come_from_one_component_in_weight_proportion() -> None:
-    sources = mixed_sources()
     weights = {"a": 3.0, "b": 1.0}
-    picks = []
-    for i in range(400):
-        batch = mixture_batch_indices(sources, weights, "concat", 64, i, 0)
-        labels = set(sources[batch].tolist())
-        assert len(labels) == 1 and len(set(batch.tolist())) == 64
-        picks.append(labels.pop())
-    share = picks.count("a") / len(picks)
+    plan = mixture_plan(weights, "concat", 64, 400, 0)
+    assert all(len(batch) == 1 and batch[0][1] == 64 for batch in plan)
+    share = sum(batch[0][0] == "a" for batch in plan) / len(plan)
     assert 0.65 < share < 0.85, share
-    assert np.array_equal(
-        mixture_batch_indices(sources, weights, "concat", 64, 3, 0),
-        mixture_batch_indices(sources, weights, "concat", 64, 3, 0),
-    )
+    needs = mixture_needs(weights, "concat", 64, 400, 0)
+    parts = components(needs["a"], needs["b"])
+    batches = mixture_batch_rows(parts, weights, "concat", 64, 400, 0)
+    assert all(len(set(label(b, parts))) == 1 for b in batches)
+    assert len(set(np.concatenate(batches).tolist())) == 400 * 64
+    assert mixture_plan(weights, "concat", 64, 400, 1) != plan
+
+
+def test_a_component_smaller_than_its_need_is_drawn_with_overlap_only_when_complete() -> None:
+    weights = {"a": 3.0, "b": 1.0}
+    small = components(3000, 40, complete=True)  # b needs 5 x 8 = 40: enough, disjoint
+    assert len(set(np.concatenate(mixture_batch_rows(small, weights, "interleave", 32, 5, 0)).tolist())) == 160
+    smaller = components(3000, 20, complete=True)  # b's whole corpus is 20 documents: drawn with overlap
+    batches = mixture_batch_rows(smaller, weights, "interleave", 32, 5, 0)
+    assert all(label(b, smaller).count("b") == 8 and len(set(b.tolist())) == 32 for b in batches)
+    with pytest.raises(PoolTooSmallError, match="materialize dataset_snapshot for this probe again"):
+        mixture_batch_rows(components(3000, 20, complete=False), weights, "interleave", 32, 5, 0)
 
 
 def test_mixture_errors() -> None:
-    sources = mixed_sources(300, 10)
-    with pytest.raises(MixtureSamplingError, match="component 'b' has 10 usable documents.*needs 32"):
-        mixture_batch_indices(sources, {"a": 3, "b": 1}, "interleave", 128, 0, 0)
-    with pytest.raises(NotEnoughTextsError, match="component 'c' has 0"):
-        mixture_batch_indices(sources, {"a": 1, "c": 1}, "interleave", 8, 0, 0)
+    with pytest.raises(NotEnoughTextsError, match="component 'b' has 10 usable documents, but one batch needs 32"):
+        mixture_batch_rows(components(3000, 10, complete=True), {"a": 3, "b": 1}, "interleave", 128, 3, 0)
+    with pytest.raises(ValueError, match="component 'c' has no rows"):
+        mixture_batch_rows(components(), {"a": 1, "c": 1}, "interleave", 8, 3, 0)
     with pytest.raises(ValueError, match="mode must be one of"):
-        mixture_batch_indices(sources, {"a": 1}, "zip", 8, 0, 0)
+        mixture_plan({"a": 1}, "zip", 8, 3, 0)
     with pytest.raises(ValueError, match="positive finite"):
-        mixture_batch_indices(sources, {"a": 1, "b": 0}, "interleave", 8, 0, 0)
-    with pytest.raises(ValueError, match="batch_size must be a positive"):
-        mixture_batch_indices(sources, {"a": 1}, "concat", 0, 0, 0)
-    with pytest.raises(ValueError, match="seed must be a non-negative"):
-        mixture_batch_indices(sources, {"a": 1}, "concat", 8, 0, -1)
-
-
-def test_snapshot_to_mixture_batch_round_trip(tmp_path: Path) -> None:
-    pairs = [("bible", f"verse {i}") for i in range(300)] + [("jargon", f"entry {i}") for i in range(100)]
-    info = write_snapshot(pairs, tmp_path / "mix.parquet", chunk_rows=64)
-    rows = mixture_batch_indices(source_index(info.path), {"bible": 3, "jargon": 1}, "interleave", 40, 2, 0)
-    texts = read_texts(info.path, rows)
-    assert sum(t.startswith("verse") for t in texts) == 30 and sum(t.startswith("entry") for t in texts) == 10
+        mixture_plan({"a": 1, "b": 0}, "interleave", 8, 3, 0)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        mixture_plan({"a": 1}, "concat", 0, 3, 0)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        mixture_plan({"a": 1}, "concat", 8, 3, -1)
 
 
 def test_module_has_no_dagster_import() -> None:

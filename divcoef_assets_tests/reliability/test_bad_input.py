@@ -67,7 +67,7 @@ def test_fewer_usable_texts_than_one_batch(tmp_path, small_probe_dir):
     write_jsonl(tmp_path / "few.jsonl", n=3)
     result = _audit_files(tmp_path, small_probe_dir, {"path": "few.jsonl"})
     assert_failed_cleanly(tmp_path, result, "bad", "NotEnoughTextsError", "dataset 'bad'", "3 usable documents",
-                          "batch_size=4", "lower batch_size or add documents", step="token_batches")
+                          "one batch needs 4", "Add documents, or cut long documents into chunks", step="token_batches")
 
 
 def test_text_column_missing(tmp_path, small_probe_dir):
@@ -179,7 +179,7 @@ def test_unknown_probe(tmp_path, small_probe_dir):
     write_jsonl(tmp_path / "a.jsonl")
     registry = write_registry(tmp_path, {"good": {"source": "files", "path": "a.jsonl"}}, {"tiny": tiny_probe(small_probe_dir)})
     result = run_audit(tmp_path, registry, "good", probe="ghost")
-    assert_failed_cleanly(tmp_path, result, "good", "probe 'ghost' is not registered", "known: tiny", step="token_batches")
+    assert_failed_cleanly(tmp_path, result, "good", "probe 'ghost' is not registered", "known: tiny", step="dataset_snapshot")
 
 
 def _probe_folder_copy(tmp_path, small_probe_dir, name):

@@ -4,6 +4,7 @@ writes nothing, and one dataset's broken artifact never fails another dataset's 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -43,6 +44,10 @@ class Workspace:
         self.instance.add_dynamic_partitions("probe", ["tiny"])
         self.save()
 
+    @property
+    def artifacts(self) -> Path:
+        return self.folder / "data" / "artifacts"
+
     def save(self) -> None:
         self.registry = write_registry(self.folder, self.datasets, {"tiny": self.probe})
 
@@ -62,10 +67,15 @@ class Workspace:
         return ResultsStore(path).coefficients(dataset) if path.exists() else []
 
 
-def clean_value(row, texts: list[str], cache: Path) -> float:
-    """The coefficient recomputed from scratch (empty cache) with the settings the row records."""
+def clean_value(row, registry_path: Path, artifacts: Path, folder: Path) -> float:
+    """The coefficient recomputed from scratch (a new artifacts folder, an empty cache) from the
+    row's snapshot file alone, with the settings the row records."""
     config = ProbeConfig(**json.loads(row.config_json))
-    return diversity_coefficient(texts, probe=config, cache_dir=cache).value
+    registry = load_registry(registry_path)
+    registry = dataclasses.replace(registry, probes={**registry.probes, config.name: config})
+    snap = pipeline.snapshot_from_file(artifacts / "snapshots" / row.dataset / f"{row.snapshot_fingerprint}.parquet")
+    layout = pipeline.Layout(folder / "artifacts", cache_root=folder / "cache")
+    return pipeline.audit_partition(registry, row.dataset, config.name, layout, snap=snap).result.value
 
 
 def texts_of(path: Path) -> list[str]:
@@ -89,7 +99,7 @@ def test_a_registry_edit_then_a_partial_rematerialization_records_nothing_stale(
     assert ws.materialize("corpus-a").success
     latest = max(ws.rows("corpus-a"), key=lambda r: r.computed_at)
     assert json.loads(latest.config_json)[next(iter(edit))] == next(iter(edit.values()))
-    assert latest.value == pytest.approx(clean_value(latest, texts_of(tmp_path / "a.jsonl"), tmp_path / "clean"), rel=1e-6)
+    assert latest.value == pytest.approx(clean_value(latest, ws.registry, ws.artifacts, tmp_path / "clean"), rel=1e-6)
 
 
 def test_an_estimator_edit_between_embeddings_and_coefficient_is_refused(ws):
@@ -111,7 +121,7 @@ def test_new_weights_in_the_same_folder_are_never_served_from_the_cache(tmp_path
     assert again.success and again.output_for_node("task2vec_embeddings").n_computed == 4
     rows = ws.rows("corpus-a")
     assert len(rows) == 2 and rows[0].weights_fingerprint != rows[1].weights_fingerprint
-    assert rows[1].value == pytest.approx(clean_value(rows[1], texts_of(tmp_path / "a.jsonl"), tmp_path / "clean"), rel=1e-6)
+    assert rows[1].value == pytest.approx(clean_value(rows[1], ws.registry, ws.artifacts, tmp_path / "clean"), rel=1e-6)
 
 
 def test_the_same_content_under_another_name_reuses_the_cache(ws):
@@ -154,42 +164,99 @@ def test_a_failed_coefficient_step_leaves_no_row(ws):
 def test_a_source_replaced_during_the_snapshot_is_read_again(ws, monkeypatch):
     registry = load_registry(ws.registry)
     source = ws.folder / "a.jsonl"
-    original = registry.iter_dataset_texts
+    original = pipeline.sample_pool
     calls = []
 
-    def replacing(self, name):
-        calls.append(name)
-        for k, item in enumerate(original(name)):
-            if len(calls) == 1 and k == 3:  # a writer replaces the file (write, then rename) mid-read
-                write_jsonl(ws.folder / "new.jsonl", n=20, seed=9)
-                os.replace(ws.folder / "new.jsonl", source)
-            yield item
+    def replacing(*args, **kwargs):
+        calls.append(1)
+        pool = original(*args, **kwargs)
+        if len(calls) == 1:  # a writer replaces the file (write, then rename) while it is read
+            write_jsonl(ws.folder / "new.jsonl", n=20, seed=9)
+            os.replace(ws.folder / "new.jsonl", source)
+        return pool
 
-    monkeypatch.setattr(type(registry), "iter_dataset_texts", replacing)
+    monkeypatch.setattr(pipeline, "sample_pool", replacing)
     layout = pipeline.Layout(ws.folder / "data" / "artifacts")
     snap = pipeline.snapshot(registry, "corpus-a", layout)
-    assert len(calls) == 2 and snap.n_documents == 20
+    assert len(calls) == 2 and snap.n_source_documents == 20 and snap.n_documents == 12  # 3 batches of 4
+    assert set(snap_texts(snap)) <= set(texts_of(source))  # what was read is the new version
     assert snap.source_version == pipeline.registry_source_version(registry, "corpus-a")
-    assert sorted(p.name for p in layout.snapshot_dir("corpus-a").iterdir()) == [f"{snap.fingerprint}.parquet"]
+    assert sorted(p.name for p in layout.snapshot_dir("corpus-a").iterdir()) == [f"{snap.fingerprint}.parquet", "pools"]
+
+
+def snap_texts(snap) -> list[str]:
+    from divcoef_assets.core.snapshot import read_pool
+
+    return [row.text for row in read_pool(snap.path)]
 
 
 def test_a_source_that_keeps_changing_fails_and_writes_nothing(ws, monkeypatch):
     registry = load_registry(ws.registry)
-    original = registry.iter_dataset_texts
+    original = pipeline.sample_pool
     counter = iter(range(100))
 
-    def always_changing(self, name):
-        for k, item in enumerate(original(name)):
-            if k == 1:  # every read sees a new version arrive (write, then rename)
-                write_jsonl(ws.folder / "next.jsonl", n=16, seed=next(counter) + 1)
-                os.replace(ws.folder / "next.jsonl", ws.folder / "a.jsonl")
-            yield item
+    def always_changing(*args, **kwargs):
+        pool = original(*args, **kwargs)
+        write_jsonl(ws.folder / "next.jsonl", n=16, seed=next(counter) + 1)  # a new version arrives every time
+        os.replace(ws.folder / "next.jsonl", ws.folder / "a.jsonl")
+        return pool
 
-    monkeypatch.setattr(type(registry), "iter_dataset_texts", always_changing)
+    monkeypatch.setattr(pipeline, "sample_pool", always_changing)
     layout = pipeline.Layout(ws.folder / "data" / "artifacts")
     with pytest.raises(pipeline.SourceChangedError, match="changed while it was being read"):
         pipeline.snapshot(registry, "corpus-a", layout)
-    assert list(layout.snapshot_dir("corpus-a").iterdir()) == []
+    assert not layout.snapshot_dir("corpus-a").exists() or list(layout.snapshot_dir("corpus-a").rglob("*")) == []
+
+
+def test_an_unchanged_source_is_not_read_again(ws, monkeypatch):
+    registry = load_registry(ws.registry)
+    layout = pipeline.Layout(ws.folder / "data" / "artifacts")
+    first = pipeline.snapshot(registry, "corpus-a", layout)
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the source was read again")
+
+    monkeypatch.setattr(pipeline, "sample_pool", no_read)
+    assert pipeline.snapshot(registry, "corpus-a", layout) == first
+    os.utime(ws.folder / "a.jsonl", ns=(1, 1))  # a new version: drawn again
+    with pytest.raises(AssertionError, match="read again"):
+        pipeline.snapshot(registry, "corpus-a", layout)
+
+
+def grow_workspace(tmp_path, model_dir, n: int = 200) -> tuple[Workspace, pipeline.Layout]:
+    ws = Workspace(tmp_path, model_dir)
+    write_jsonl(tmp_path / "a.jsonl", n=n, seed=0)
+    ws.probes = {"tiny": ws.probe, "wide": dict(ws.probe, n_batches=12)}
+    ws.registry = write_registry(tmp_path, ws.datasets, ws.probes)
+    return ws, pipeline.Layout(tmp_path / "data" / "artifacts")
+
+
+def test_a_larger_probe_grows_the_pool_and_the_smaller_probe_keeps_its_documents(tmp_path, tiny_gpt2_dir):
+    ws, layout = grow_workspace(tmp_path, tiny_gpt2_dir)
+    registry = load_registry(ws.registry)
+    small = pipeline.snapshot(registry, "corpus-a", layout, "tiny")
+    large = pipeline.snapshot(registry, "corpus-a", layout, "wide")
+    assert large.n_documents > small.n_documents and not large.complete_sources
+    assert snap_texts(large)[: small.n_documents] == snap_texts(small)
+    again = pipeline.snapshot(registry, "corpus-a", layout, "tiny")  # served from the grown pool
+    assert (again.fingerprint, again.path, again.n_documents) == (small.fingerprint, small.path, small.n_documents)
+
+
+def test_a_source_changed_between_the_pool_and_its_extension_fails_and_writes_nothing(tmp_path, tiny_gpt2_dir):
+    ws, layout = grow_workspace(tmp_path, tiny_gpt2_dir)
+    registry = load_registry(ws.registry)
+    pipeline.snapshot(registry, "corpus-a", layout, "tiny")
+    source = tmp_path / "a.jsonl"
+    stat = source.stat()
+    body = source.read_bytes()
+    version = pipeline.registry_source_version(registry, "corpus-a")
+    source.write_bytes(body.replace(b"a", b"e"))  # same size, same inode, other documents
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert pipeline.registry_source_version(registry, "corpus-a") == version  # the version cannot see it
+    files = sorted(p.relative_to(layout.root) for p in layout.root.rglob("*"))
+    with pytest.raises(pipeline.SourceChangedError, match="does not begin with the pool drawn before.*nothing was written"):
+        pipeline.snapshot(registry, "corpus-a", layout, "wide")
+    assert sorted(p.relative_to(layout.root) for p in layout.root.rglob("*")) == files
 
 
 def test_duckdb_rows_still_in_the_write_ahead_log_change_the_version(tmp_path):
@@ -245,8 +312,10 @@ def test_one_cache_setting_governs_the_api_and_the_assets(ws, tmp_path, monkeypa
     assert ws.materialize("corpus-a").success
     assert EmbeddingCache(shared).count() == 4
     config = ProbeConfig(**{"name": "tiny", **ws.probe})
-    result = diversity_coefficient(texts_of(ws.folder / "a.jsonl"), probe=config)
-    assert result.n_computed == 0 and result.value == ws.rows("corpus-a")[0].value
+    texts = texts_of(ws.folder / "a.jsonl")
+    first = diversity_coefficient(texts, probe=config)  # its own sample of the texts, into the same cache
+    assert first.n_computed == 4 and EmbeddingCache(shared).count() == 8
+    assert diversity_coefficient(texts, probe=config).n_computed == 0
 
 
 def test_leftover_temporaries_of_killed_runs_are_swept(ws):

@@ -18,11 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from divcoef_assets.api import diversity_coefficient
 from divcoef_assets.core.config import ProbeConfig
 
 from .support import write_jsonl
-from .test_correct_under_change import DOWNSTREAM_OF_BATCHES, FULL, Workspace, texts_of
+from .test_correct_under_change import DOWNSTREAM_OF_BATCHES, FULL, Workspace, clean_value
 
 SELECTIONS = [FULL, ["token_batches", *DOWNSTREAM_OF_BATCHES], DOWNSTREAM_OF_BATCHES,
               ["distance_matrix", "diversity_coefficient"], ["diversity_coefficient"]]
@@ -52,20 +51,16 @@ def test_every_recorded_coefficient_equals_a_clean_recomputation(model_dir, oper
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         ws = Workspace(folder, model_dir)
-        texts_by_snapshot: dict[str, list[str]] = {}
         for (field, value), selection in [(("seed", 0), 0), *operations]:
             if field == "corpus":
                 write_jsonl(folder / "a.jsonl", n=16, seed=value)
             else:
                 ws.edit_probe(**{field: value})
-            result = ws.materialize("corpus-a", SELECTIONS[selection])
-            if result.success and "dataset_snapshot" in SELECTIONS[selection]:
-                snap = result.output_for_node("dataset_snapshot")
-                texts_by_snapshot[snap.fingerprint] = texts_of(folder / "a.jsonl")
+            ws.materialize("corpus-a", SELECTIONS[selection])
         rows = ws.rows("corpus-a")
         assert rows, "the first full materialization always records a row"
         for k, row in enumerate(rows):
             config = ProbeConfig(**json.loads(row.config_json))
-            clean = diversity_coefficient(texts_by_snapshot[row.snapshot_fingerprint], probe=config, cache_dir=folder / f"clean-{k}")
-            assert row.value == pytest.approx(clean.value, rel=1e-6), (operations, row)
-            assert row.n_batches == clean.estimate.n_batches == config.n_batches
+            clean = clean_value(row, ws.registry, ws.artifacts, folder / f"clean-{k}")
+            assert row.value == pytest.approx(clean, rel=1e-6), (operations, row)
+            assert row.n_batches == config.n_batches

@@ -1,0 +1,707 @@
+"""Sample pools: a reproducible uniform sample of a source's documents, read at the cost of the sample.
+
+An audit needs `n_batches x batch_size` documents, not the corpus. A *pool* of size k is the k
+usable documents with the smallest seeded key, where each document's key is a 64-bit mix of the
+seed and the document's identity:
+
+    identity  = (file id, position)   file id: the path relative to the registry's folder;
+                                      position: the byte offset of a line (JSON Lines, text lines),
+                                      the row (Parquet, Arrow, a DuckDB query) or the record ordinal
+                                      (CSV, text paragraphs, a hub stream)
+    key       = splitmix64(salt(seed, file id) + position * golden)
+
+so the pool does not depend on the order in which files or shards are read, nor on how many
+shards or workers read them: each shard keeps its own k smallest usable documents, and the pool is
+the k smallest of their union (bottom-k). Sorted by key, the pool is itself in random order, so
+the first m documents of a pool of k are the pool of m: a grown pool begins with the old one.
+
+Two ways of reading, by format:
+
+- random access (Parquet, Hugging Face `save_to_disk` folders, DuckDB queries): row counts come
+  from the footers (or one `count(*)`), keys are computed for every row in NumPy, and only the
+  rows with the smallest keys are read: Parquet through DuckDB's row-number pushdown (pages that
+  hold no drawn row are skipped), Arrow through a memory-mapped `select`;
+- one streaming pass (JSON Lines, text and CSV, plain or `.gz`, hub streams): lines are split and
+  keyed in NumPy chunk by chunk, and only a line whose key beats the shard's current k-th smallest
+  is decoded and parsed (about k * ln(n / k) of n lines); CSV, paragraphs and hub streams parse every
+  record. Plain files larger than `SHARD_BYTES` are split into byte ranges, one shard each.
+
+Empty and whitespace-only documents are dropped and counted among the documents read; the number
+of usable documents in the source is estimated from that share (exact when every record was read,
+`Pool.exact`). Shards run serially, in a local process pool, or on a Ray cluster with Ray Data
+(`executor`); every way gives the same pool.
+
+No Dagster here; `pipeline.snapshot` writes the pool (`core.snapshot.write_pool`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import gzip
+import hashlib
+import heapq
+import json
+import logging
+import multiprocessing
+import os
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from divcoef_assets.core.sources import (
+    MAX_LINE_BYTES,
+    CorruptSourceError,
+    DuckDBSource,
+    FilesSource,
+    HuggingFaceSource,
+    SourceDataError,
+    SourceNotFoundError,
+    SourceSpec,
+    SourceSpecError,
+    _check_text,
+    _HUB_ID,
+    _is_gzip,
+    _iter_csv,
+    _iter_hub,
+    _iter_text,
+    _matched_files,
+    _resolve,
+    decode_line,
+    jsonl_text,
+    load_saved_dataset,
+    parse_source,
+    source_to_dict,
+)
+
+logger = logging.getLogger(__name__)
+
+Executor = Literal["auto", "serial", "process", "ray"]
+EXECUTORS: tuple[str, ...] = ("auto", "serial", "process", "ray")
+SHARD_BYTES = 256 * 2**20  # a plain line file is split into byte ranges of about this size
+CHUNK_BYTES = 16 * 2**20  # bytes read and keyed at a time by the line scanner
+# `auto` uses a process pool only when there is this much to read and more than one shard.
+PROCESS_MIN_BYTES = 512 * 2**20
+_KEY_TAG = "divcoef-pool-v1"
+_MAX_KEY = (1 << 64) - 1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_ROW_BLOCK = 1 << 22  # row positions keyed at a time (32 MiB of keys)
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def shard_salt(seed: int, file_id: str) -> int:
+    """The 64-bit salt of one file (or stream) under one seed."""
+    raw = hashlib.sha256(f"{_KEY_TAG}\x00{int(seed)}\x00{file_id}".encode("utf-8")).digest()
+    return int.from_bytes(raw[:8], "big")
+
+
+def document_keys(salt: int, positions: np.ndarray) -> np.ndarray:
+    """splitmix64(salt + position * golden) of every position (uint64, wrapping arithmetic)."""
+    z = np.asarray(positions).astype(np.uint64) * _GOLDEN + np.uint64(salt)
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def document_key(salt: int, position: int) -> int:
+    return int(document_keys(salt, np.array([position], dtype=np.uint64))[0])
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, order=True)
+class PoolDoc:
+    """One sampled document; ordered by (key, file, position), the pool's order."""
+
+    key: int
+    file: str  # file id (relative to the registry folder) or stream id
+    position: int  # byte offset, row or record ordinal: the identity keyed
+    locator: str  # where a person finds it: "line 12", "row 3", "record 7"
+    text: str
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """One shard's k smallest usable documents and what it counted."""
+
+    docs: tuple[PoolDoc, ...]
+    n_records: int  # records in the shard (blank lines of line formats excluded)
+    n_read: int  # records whose text was read
+    n_empty_read: int  # of those, empty or whitespace-only
+    n_bytes: int = 0
+    file: str = ""
+    range_index: int = 0  # for byte-range shards: its place in the file
+    n_lines: int = 0  # lines seen (blank included), to turn local line numbers into file line numbers
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The k (or fewer) usable documents with the smallest keys, in key order."""
+
+    docs: tuple[PoolDoc, ...]
+    seed: int
+    requested: int
+    n_records: int  # records in the source
+    n_read: int
+    n_empty_read: int
+    exact: bool  # every record was read, so the counts are exact
+
+    @property
+    def complete(self) -> bool:
+        """The pool holds every usable document of the source."""
+        return len(self.docs) < self.requested
+
+    @property
+    def empty_share(self) -> float:
+        return self.n_empty_read / self.n_read if self.n_read else 0.0
+
+    @property
+    def n_usable_estimate(self) -> int:
+        """Usable documents in the source: exact when `exact` or `complete`, else estimated from
+        the share of empty documents among those read."""
+        if self.complete:
+            return len(self.docs)
+        if self.exact:
+            return self.n_records - self.n_empty_read
+        return max(len(self.docs), round(self.n_records * (1.0 - self.empty_share)))
+
+
+# ----------------------------------------------------------------------------- shards
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A piece of a source that one worker samples on its own."""
+
+    kind: Literal["lines", "records", "stream"]
+    path: str  # absolute path of the file ("" for a hub stream)
+    file_id: str
+    start: int = 0  # byte range [start, end) of a plain line file; end -1 = to the end
+    end: int = -1
+    range_index: int = 0
+
+
+def _file_id(path: Path, base: Path) -> str:
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return path.resolve().as_posix()
+
+
+def plan_shards(spec: FilesSource, base: Path) -> list[Shard]:
+    """The shards of a sequential files source: one per file, plain line files in byte ranges."""
+    shards: list[Shard] = []
+    line_format = spec.format == "jsonl" or (spec.format == "text" and spec.split == "lines")
+    for path in _matched_files(spec, base):
+        file_id = _file_id(path, base)
+        if not line_format:
+            shards.append(Shard("records", str(path), file_id))
+            continue
+        size = path.stat().st_size
+        if _is_gzip(path) or size <= SHARD_BYTES:
+            shards.append(Shard("lines", str(path), file_id))
+            continue
+        n = -(-size // SHARD_BYTES)
+        edges = [size * i // n for i in range(n + 1)]
+        shards += [Shard("lines", str(path), file_id, edges[i], edges[i + 1], i) for i in range(n)]
+    return shards
+
+
+# ----------------------------------------------------------------------------- bottom-k
+
+
+class _BottomK:
+    """The k smallest usable documents offered so far (a max-heap on (key, position))."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.heap: list[tuple[int, int, PoolDoc]] = []
+
+    @property
+    def threshold(self) -> int:
+        """Keys above this cannot enter (the current k-th smallest, or the largest key)."""
+        return -self.heap[0][0] if len(self.heap) >= self.k else _MAX_KEY
+
+    def offer(self, doc: PoolDoc) -> None:
+        item = (-doc.key, -doc.position, doc)
+        if len(self.heap) < self.k:
+            heapq.heappush(self.heap, item)
+        elif item > self.heap[0]:
+            heapq.heapreplace(self.heap, item)
+
+    def docs(self) -> tuple[PoolDoc, ...]:
+        return tuple(sorted(item[2] for item in self.heap))
+
+
+def _is_usable(text: str) -> bool:
+    return bool(text) and not text.isspace()
+
+
+# ----------------------------------------------------------------------------- line shards
+
+
+def _parse_jsonl_line(raw: bytes, column: str, where: str, first: bool) -> str | None:
+    """The text of one JSON Lines record; None for a whitespace-only line (not a record)."""
+    line = decode_line(raw, where, first=first)
+    return jsonl_text(line, column, where) if line.strip() else None
+
+
+def _parse_text_line(raw: bytes, where: str, first: bool) -> str | None:
+    line = decode_line(raw, where, first=first)
+    return line if line.strip() else None
+
+
+def _open_range(path: str, start: int) -> tuple[Any, int]:
+    """A binary handle positioned at the first line that starts at or after `start`."""
+    gz = _is_gzip(path)
+    handle = gzip.open(path, "rb") if gz else open(path, "rb")
+    if start > 0:
+        handle.seek(start - 1)
+        if handle.read(1) != b"\n":
+            skipped = handle.readline()
+            start += len(skipped)
+    return handle, start
+
+
+def _chunks(handle: Any, path: str, start: int, end: int) -> Iterator[tuple[int, memoryview]]:
+    """(offset, bytes) pieces that end on a line end; the last line of the range is read whole.
+
+    A plain file is re-positioned after each piece's last line end (no copying of the rest); a
+    gzip stream carries the unfinished line over to the next piece."""
+    seekable = not _is_gzip(path)
+    offset = start
+    tail = b""
+    size = CHUNK_BYTES
+    while True:
+        try:
+            if seekable:
+                handle.seek(offset)
+            block = handle.read(size)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise SourceDataError(
+                f"{path}: cannot decompress after byte {offset + len(tail)} ({type(exc).__name__}: {exc}); the gzip file "
+                "may be truncated or corrupt: copy or compress it again (`gzip -t` checks a file)"
+            ) from None
+        data = tail + block if tail else block
+        if len(block) < size:  # the end of the file
+            if data:
+                yield offset, memoryview(data)
+            return
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:  # one line longer than the piece: read more at once, up to the line limit
+            if len(data) > MAX_LINE_BYTES:
+                raise SourceDataError(
+                    f"{path}: the line at byte {offset} is longer than {MAX_LINE_BYTES // 2**20} MiB; one document per "
+                    "line is limited to that size so memory stays bounded: split the document into several lines"
+                )
+            size *= 2
+            tail = b"" if seekable else data
+            continue
+        size = CHUNK_BYTES
+        yield offset, memoryview(data)[:cut]
+        offset += cut
+        tail = b"" if seekable else data[cut:]
+        if 0 <= end <= offset:
+            return
+
+
+def sample_line_shard(shard: Shard, spec: FilesSource, seed: int, k: int) -> ShardResult:
+    """Bottom-k of one JSON Lines or text-lines shard, keyed by each line's byte offset."""
+    salt = shard_salt(seed, shard.file_id)
+    best = _BottomK(k)
+    n_records = n_read = n_empty = n_lines = 0
+    jsonl = spec.format == "jsonl"
+    handle, start = _open_range(shard.path, shard.start)
+    end = shard.end
+    try:
+        for offset, data in _chunks(handle, shard.path, start, end):
+            buf = np.frombuffer(data, dtype=np.uint8)
+            ends = np.flatnonzero(buf == 10)
+            if ends.size == 0 or ends[-1] != len(data) - 1:
+                ends = np.append(ends, len(data))  # a last line without a newline
+            starts = np.concatenate(([0], ends[:-1] + 1))
+            if end >= 0:
+                inside = offset + starts < end
+                starts, ends = starts[inside], ends[inside]
+            lengths = ends - starts
+            too_long = np.flatnonzero(lengths > MAX_LINE_BYTES)
+            if too_long.size:
+                raise SourceDataError(
+                    f"{shard.path}, line {n_lines + int(too_long[0]) + 1 if shard.start == 0 else 'at byte ' + str(offset + int(starts[too_long[0]]))}: "
+                    f"longer than {MAX_LINE_BYTES // 2**20} MiB; one document per line is limited to that size so "
+                    "memory stays bounded: split the document into several lines"
+                )
+            last = np.where(lengths > 0, buf[np.maximum(ends - 1, 0)], 10)
+            blank = (lengths == 0) | ((lengths == 1) & (last == 13))
+            records = np.flatnonzero(~blank)
+            n_records += int(records.size)
+            keys = document_keys(salt, offset + starts[records])
+            threshold = best.threshold
+            hits = records[keys <= np.uint64(threshold)] if threshold < _MAX_KEY else records
+            hit_keys = keys[keys <= np.uint64(threshold)] if threshold < _MAX_KEY else keys
+            for i in np.argsort(hit_keys, kind="stable"):
+                key = int(hit_keys[i])
+                if key > best.threshold:
+                    break
+                row = int(hits[i])
+                raw = bytes(data[starts[row]:ends[row]])
+                line_no = n_lines + row + 1
+                where = f"{shard.path}, line {line_no}" if shard.start == 0 else f"{shard.path}, line at byte {offset + int(starts[row])}"
+                first = offset + int(starts[row]) == 0
+                text = (_parse_jsonl_line(raw, spec.text_column, where, first) if jsonl
+                        else _parse_text_line(raw.rstrip(b"\r"), where, first))
+                if text is None:
+                    n_records -= 1
+                    continue
+                n_read += 1
+                if not _is_usable(text):
+                    n_empty += 1
+                    continue
+                best.offer(PoolDoc(key, shard.file_id, offset + int(starts[row]), f"line {line_no}", text))
+            n_lines += int(starts.size)
+    finally:
+        handle.close()
+    return ShardResult(best.docs(), n_records, n_read, n_empty, file=shard.file_id, range_index=shard.range_index,
+                       n_lines=n_lines)
+
+
+def _sample_records(records: Iterable[str], salt: int, file_id: str, unit: str, k: int) -> ShardResult:
+    """Bottom-k of a stream whose every record is parsed (CSV, paragraphs, hub streams)."""
+    best = _BottomK(k)
+    n_records = n_empty = 0
+    for position, text in enumerate(records):
+        n_records += 1
+        if not _is_usable(text):
+            n_empty += 1
+            continue
+        key = document_key(salt, position)
+        if key <= best.threshold:
+            best.offer(PoolDoc(key, file_id, position, f"{unit} {position + 1}", text))
+    return ShardResult(best.docs(), n_records, n_records, n_empty, file=file_id)
+
+
+def sample_record_shard(shard: Shard, spec: FilesSource, seed: int, k: int) -> ShardResult:
+    reader = _iter_csv if spec.format == "csv" else _iter_text
+    unit = "row" if spec.format == "csv" else "paragraph"
+    return _sample_records(reader(Path(shard.path), spec), shard_salt(seed, shard.file_id), shard.file_id, unit, k)
+
+
+def sample_shard(shard: Shard, spec: FilesSource, seed: int, k: int) -> ShardResult:
+    """One shard's bottom-k, whatever its kind (the function every executor runs)."""
+    if shard.kind == "lines":
+        return sample_line_shard(shard, spec, seed, k)
+    return sample_record_shard(shard, spec, seed, k)
+
+
+def _shard_task(args: tuple[dict[str, Any], dict[str, Any], int, int]) -> ShardResult:
+    shard, spec, seed, k = args
+    fields = dict(spec)
+    return sample_shard(Shard(**shard), parse_source(fields.pop("source"), fields), seed, k)
+
+
+# ----------------------------------------------------------------------------- merging
+
+
+def merge(results: Sequence[ShardResult], *, seed: int, k: int, exact: bool) -> Pool:
+    """The pool of a source from its shards' bottom-k (independent of their order and number)."""
+    line_base: dict[tuple[str, int], int] = {}
+    by_file: dict[str, list[ShardResult]] = {}
+    for result in results:
+        by_file.setdefault(result.file, []).append(result)
+    for file, parts in by_file.items():
+        base = 0
+        for part in sorted(parts, key=lambda r: r.range_index):
+            line_base[(file, part.range_index)] = base
+            base += part.n_lines
+    docs: list[PoolDoc] = []
+    for result in results:
+        shift = line_base.get((result.file, result.range_index), 0)
+        for doc in result.docs:
+            if shift and doc.locator.startswith("line "):
+                doc = dataclasses.replace(doc, locator=f"line {int(doc.locator[5:]) + shift}")
+            docs.append(doc)
+    docs.sort()
+    return Pool(
+        docs=tuple(docs[:k]), seed=seed, requested=k,
+        n_records=sum(r.n_records for r in results), n_read=sum(r.n_read for r in results),
+        n_empty_read=sum(r.n_empty_read for r in results), exact=exact,
+    )
+
+
+def _run_shards(shards: list[Shard], spec: FilesSource, seed: int, k: int, executor: Executor,
+                workers: int | None, ray_address: str | None) -> list[ShardResult]:
+    total = sum(os.path.getsize(s.path) if s.end < 0 else s.end - s.start for s in shards)
+    if executor == "auto":
+        executor = "process" if len(shards) > 1 and total >= PROCESS_MIN_BYTES else "serial"
+    tasks = [(dataclasses.asdict(s), source_to_dict(spec), seed, k) for s in shards]
+    if executor == "serial" or len(shards) == 0:
+        return [sample_shard(s, spec, seed, k) for s in shards]
+    if executor == "process":
+        n = min(len(shards), workers or os.cpu_count() or 1)
+        logger.info("sampling %d shards (%.0f MB) in %d processes", len(shards), total / 2**20, n)
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
+            return list(pool.map(_shard_task, tasks))
+    if executor == "ray":
+        return _run_on_ray(tasks, ray_address)
+    raise SourceSpecError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+
+
+def _ray_sample_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """map_batches body: sample the shards of one block; results travel as JSON strings."""
+    out = []
+    for task in batch["task"]:
+        shard, spec, seed, k = json.loads(str(task))
+        out.append(json.dumps(dataclasses.asdict(_shard_task((shard, spec, seed, k)))))
+    return {"result": np.array(out, dtype=object)}
+
+
+def _run_on_ray(tasks: list[tuple[dict[str, Any], dict[str, Any], int, int]], ray_address: str | None) -> list[ShardResult]:
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RuntimeError("sampling on Ray needs the `ray` extra: pip install 'divcoef_assets[ray]'") from exc
+    connected_here = not ray.is_initialized()
+    if connected_here:
+        ray.init(address=ray_address or "auto", log_to_driver=False)
+    try:
+        items = [{"task": json.dumps(list(task))} for task in tasks]
+        dataset = ray.data.from_items(items, override_num_blocks=len(items))
+        rows = dataset.map_batches(_ray_sample_batch, batch_size=1, batch_format="numpy").take_all()
+    finally:
+        if connected_here:
+            ray.shutdown()
+    results = []
+    for row in rows:
+        fields = json.loads(str(row["result"]))
+        fields["docs"] = tuple(PoolDoc(**d) for d in fields["docs"])
+        results.append(ShardResult(**fields))
+    logger.info("sampled %d shards on Ray Data", len(results))
+    return results
+
+
+# ----------------------------------------------------------------------------- random access
+
+
+def _select_rows(row_counts: Sequence[int], salts: Sequence[int], want: int) -> list[tuple[int, int, int]]:
+    """The `want` (file, row) pairs with the smallest keys, as (key, file index, row), sorted."""
+    best_keys = np.empty(0, dtype=np.uint64)
+    best_file = np.empty(0, dtype=np.int64)
+    best_row = np.empty(0, dtype=np.int64)
+    for f, (n, salt) in enumerate(zip(row_counts, salts)):
+        for lo in range(0, n, _ROW_BLOCK):
+            rows = np.arange(lo, min(n, lo + _ROW_BLOCK), dtype=np.int64)
+            keys = document_keys(salt, rows)
+            if keys.size > want:
+                part = np.argpartition(keys, want - 1)[:want]
+                keys, rows = keys[part], rows[part]
+            best_keys = np.concatenate([best_keys, keys])
+            best_file = np.concatenate([best_file, np.full(keys.size, f, dtype=np.int64)])
+            best_row = np.concatenate([best_row, rows])
+            if best_keys.size > want:
+                part = np.argpartition(best_keys, want - 1)[:want]
+                best_keys, best_file, best_row = best_keys[part], best_file[part], best_row[part]
+    order = np.lexsort((best_row, best_file, best_keys))
+    return [(int(best_keys[i]), int(best_file[i]), int(best_row[i])) for i in order]
+
+
+def _random_access_pool(
+    row_counts: Sequence[int], file_ids: Sequence[str], fetch: Callable[[int, list[int]], list[str]], seed: int, k: int,
+) -> Pool:
+    """Bottom-k usable rows of row-addressable files: only drawn rows are read (`fetch(file, rows)`)."""
+    salts = [shard_salt(seed, f) for f in file_ids]
+    total = int(sum(row_counts))
+    want = min(total, k + max(16, k // 8))
+    best: list[PoolDoc] = []
+    n_read = n_empty = 0
+    done = 0  # candidates already read, in key order
+    while True:
+        candidates = _select_rows(row_counts, salts, want)
+        fresh = candidates[done:]
+        by_file: dict[int, list[int]] = {}
+        for _, f, row in fresh:
+            by_file.setdefault(f, []).append(row)
+        texts: dict[tuple[int, int], str] = {}
+        for f, rows in by_file.items():
+            for row, text in zip(rows, fetch(f, rows)):
+                texts[(f, row)] = text
+        for key, f, row in fresh:
+            text = texts[(f, row)]
+            n_read += 1
+            if not _is_usable(text):
+                n_empty += 1
+                continue
+            best.append(PoolDoc(key, file_ids[f], row, f"row {row + 1}", text))
+            if len(best) == k:
+                break
+        done = len(candidates)
+        if len(best) >= k or want >= total:
+            break
+        want = min(total, want * 2)
+    return Pool(docs=tuple(best[:k]), seed=seed, requested=k, n_records=total, n_read=n_read,
+                n_empty_read=n_empty, exact=n_read == total)
+
+
+def _parquet_footers(files: Sequence[Path], column: str) -> list[int]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    counts = []
+    for path in files:
+        try:
+            with pq.ParquetFile(path) as parquet:
+                schema = parquet.schema_arrow
+                counts.append(parquet.metadata.num_rows)
+        except (pa.ArrowException, OSError) as exc:
+            raise CorruptSourceError(
+                f"{path}: not a readable Parquet file: its footer cannot be read ({' '.join(str(exc).split())}); it may "
+                "be truncated or corrupt: rewrite it"
+            ) from None
+        if column not in schema.names:
+            raise SourceDataError(f"{path}: no column {column!r}; the file has {schema.names}; set text_column to one of them")
+        kind = schema.field(column).type
+        value = kind.value_type if pa.types.is_dictionary(kind) else kind
+        if not (pa.types.is_string(value) or pa.types.is_large_string(value) or pa.types.is_string_view(value)):
+            raise SourceDataError(
+                f"{path}, row 1: column {column!r} holds {kind} values, not strings; point text_column at a string column"
+            )
+    return counts
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _int_list(rows: Sequence[int]) -> str:
+    """Row numbers as SQL literals: each passes through int(), so nothing else can be formatted."""
+    return ", ".join(str(int(r)) for r in sorted(rows))
+
+
+def _parquet_fetch(files: Sequence[Path], column: str) -> Callable[[int, list[int]], list[str]]:
+    import duckdb
+
+    from divcoef_assets.core.duckdb_files import NO_EXTENSION_AUTOLOAD
+
+    name = _quote(column)
+
+    def fetch(f: int, rows: list[int]) -> list[str]:
+        connection = duckdb.connect(config=dict(NO_EXTENSION_AUTOLOAD))
+        # A literal IN list (of ints) lets DuckDB skip the pages that hold no drawn row.
+        row_list = _int_list(rows)
+        try:
+            found = dict(connection.execute(
+                f"SELECT file_row_number, {name} FROM read_parquet(?, file_row_number = true) "
+                f"WHERE file_row_number IN ({row_list})",
+                [str(files[f])],
+            ).fetchall())
+        except duckdb.Error as exc:
+            raise CorruptSourceError(f"{files[f]}: reading rows failed ({exc}); the file may be truncated or corrupt: rewrite it") from None
+        finally:
+            connection.close()
+        return [_check_text(found.get(row), f"{files[f]}, row {row + 1}") for row in rows]
+
+    return fetch
+
+
+def parquet_pool(spec: FilesSource, base: Path, seed: int, k: int) -> Pool:
+    files = _matched_files(spec, base)
+    counts = _parquet_footers(files, spec.text_column)
+    return _random_access_pool(counts, [_file_id(p, base) for p in files], _parquet_fetch(files, spec.text_column), seed, k)
+
+
+def arrow_pool(spec: HuggingFaceSource, local: Path, base: Path, seed: int, k: int) -> Pool:
+    loaded = load_saved_dataset(spec, local).select_columns([spec.text_column])
+    file_id = f"{_file_id(local, base)}#{spec.split}"
+
+    def fetch(_: int, rows: list[int]) -> list[str]:
+        order = np.argsort(rows, kind="stable")
+        values = loaded.select(np.asarray(rows)[order])[spec.text_column]
+        out: list[str] = [""] * len(rows)
+        for i, value in zip(order, values):
+            out[int(i)] = _check_text(value, f"{local}, row {rows[int(i)] + 1}")
+        return out
+
+    return _random_access_pool([loaded.num_rows], [file_id], fetch, seed, k)
+
+
+def duckdb_pool(spec: DuckDBSource, base: Path, seed: int, k: int) -> Pool:
+    """Rows of the query's result, addressed by their position (DuckDB keeps insertion order).
+
+    The query runs twice: a `count(*)`, and one pass that numbers its rows and keeps the drawn
+    ones; no document is copied, but the cost follows the query's rows (a filter on the text
+    column reads every text)."""
+    from divcoef_assets.core.sources import _duckdb_connection
+
+    database = _resolve(spec.database, base)
+    connection, query = _duckdb_connection(spec, base)
+    try:
+        name = _quote(spec.text_column)
+        (total,) = connection.execute(f"SELECT count(*) FROM ({query})").fetchone()
+
+        def fetch(_: int, rows: list[int]) -> list[str]:
+            row_list = _int_list(rows)
+            found = dict(connection.execute(
+                f"SELECT pos, {name} FROM (SELECT {name}, row_number() OVER () - 1 AS pos FROM ({query})) "
+                f"WHERE pos IN ({row_list})"
+            ).fetchall())
+            return [_check_text(found.get(row), f"{database}, query row {row + 1}") for row in rows]
+
+        return _random_access_pool([int(total)], [f"{_file_id(database, base)}?{spec.query}"], fetch, seed, k)
+    finally:
+        connection.close()
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def sample_pool(
+    spec: SourceSpec, base_dir: str | Path, *, seed: int, k: int, executor: Executor = "auto",
+    workers: int | None = None, ray_address: str | None = None,
+) -> Pool:
+    """The pool of k usable documents of a text source under `seed` (fewer when the source has fewer).
+
+    Relative paths resolve against `base_dir` (the registry's folder), as the readers do.
+    """
+    if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if executor not in EXECUTORS:
+        raise SourceSpecError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    base = Path(base_dir)
+    max_documents = getattr(spec, "max_documents", None)
+    if max_documents:
+        # Only the first `max_documents` records are eligible: one ordered stream.
+        from divcoef_assets.core.sources import iter_texts
+
+        stream_id = f"{source_to_dict(spec)}"
+        result = _sample_records(iter_texts(spec, base), shard_salt(seed, stream_id), stream_id, "record", k)
+        return merge([result], seed=seed, k=k, exact=True)
+    if isinstance(spec, FilesSource):
+        if spec.format == "parquet":
+            return parquet_pool(spec, base, seed, k)
+        shards = plan_shards(spec, base)
+        logger.info("sampling %d document(s) from %d shard(s) of %s", k, len(shards), spec.path)
+        results = _run_shards(shards, spec, seed, k, executor, workers, ray_address)
+        return merge(results, seed=seed, k=k, exact=all(r.n_read == r.n_records for r in results))
+    if isinstance(spec, HuggingFaceSource):
+        local = _resolve(spec.path, base)
+        if local.is_dir():
+            return arrow_pool(spec, local, base, seed, k)
+        if spec.path.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(spec.path):
+            raise SourceNotFoundError(
+                f"Hugging Face dataset folder {spec.path!r} not found (resolved to {local}); a relative path is relative to {base}"
+            )
+        stream_id = f"hub:{spec.path}:{spec.name}:{spec.split}"
+        result = _sample_records(_iter_hub(spec), shard_salt(seed, stream_id), stream_id, "row", k)
+        return merge([result], seed=seed, k=k, exact=True)
+    if isinstance(spec, DuckDBSource):
+        return duckdb_pool(spec, base, seed, k)
+    raise SourceSpecError(f"a {spec.type} source has no documents of its own to sample")

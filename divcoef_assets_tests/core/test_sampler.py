@@ -1,0 +1,194 @@
+"""Sample pools: bottom-k by seeded keys, independent of shards, grown as prefixes, read at the sample's cost."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from divcoef_assets.core import sampler
+from divcoef_assets.core.sampler import document_keys, merge, sample_pool, sample_shard
+from divcoef_assets.core.sources import CorruptSourceError, DuckDBSource, FilesSource, HuggingFaceSource, SourceDataError
+
+
+def write_jsonl(path: Path, texts: list[str], *, gz: bool = False) -> Path:
+    body = "".join(json.dumps({"text": t}) + "\n" for t in texts).encode()
+    path.write_bytes(gzip.compress(body, mtime=0) if gz else body)
+    return path
+
+
+def docs(n: int, prefix: str = "doc") -> list[str]:
+    return [f"{prefix} {i} " + "word " * (i % 7) for i in range(n)]
+
+
+def test_keys_are_a_fixed_function_of_seed_file_and_position() -> None:
+    salt = sampler.shard_salt(0, "a.jsonl")
+    keys = document_keys(salt, np.arange(5))
+    assert keys.dtype == np.uint64 and len(set(keys.tolist())) == 5
+    assert np.array_equal(keys, document_keys(salt, np.arange(5)))
+    assert sampler.document_key(salt, 3) == int(keys[3])
+    assert not np.array_equal(keys, document_keys(sampler.shard_salt(1, "a.jsonl"), np.arange(5)))
+    assert not np.array_equal(keys, document_keys(sampler.shard_salt(0, "b.jsonl"), np.arange(5)))
+
+
+def test_the_pool_does_not_depend_on_shard_order_or_count(tmp_path: Path, monkeypatch) -> None:
+    texts = docs(3000)
+    write_jsonl(tmp_path / "part-0.jsonl", texts[:1700])
+    write_jsonl(tmp_path / "part-1.jsonl", texts[1700:])
+    spec = FilesSource(path="part-*.jsonl")
+    whole = sample_pool(spec, tmp_path, seed=3, k=100, executor="serial")
+    assert len(whole.docs) == 100 and whole.n_records == 3000
+    for shard_bytes, chunk_bytes in ((20_000, 4096), (7_001, 1000), (50_000, 333)):
+        monkeypatch.setattr(sampler, "SHARD_BYTES", shard_bytes)
+        monkeypatch.setattr(sampler, "CHUNK_BYTES", chunk_bytes)
+        shards = sampler.plan_shards(spec, tmp_path)
+        assert len(shards) > 2
+        results = [sample_shard(s, spec, 3, 100) for s in shards]
+        random.Random(shard_bytes).shuffle(results)
+        pool = merge(results, seed=3, k=100, exact=False)
+        assert pool.docs == whole.docs  # same documents, keys and line numbers
+        assert pool.n_records == 3000
+    # A line number is the line in its file, whatever the shard that found it.
+    lines = {t: i + 1 for i, t in enumerate(texts[:1700])} | {t: i + 1 for i, t in enumerate(texts[1700:])}
+    assert all(d.locator == f"line {lines[d.text]}" for d in whole.docs)
+    # Other seeds give other pools; the same seed, the same pool, in random (not file) order.
+    assert sample_pool(spec, tmp_path, seed=4, k=100, executor="serial").docs != whole.docs
+    assert sorted(d.text for d in whole.docs) != [d.text for d in whole.docs]
+
+
+def test_a_process_pool_gives_the_serial_pool(tmp_path: Path) -> None:
+    for i in range(3):
+        write_jsonl(tmp_path / f"s{i}.jsonl.gz", docs(400, f"s{i}"), gz=True)
+    spec = FilesSource(path="s*.jsonl.gz")
+    serial = sample_pool(spec, tmp_path, seed=0, k=64, executor="serial")
+    parallel = sample_pool(spec, tmp_path, seed=0, k=64, executor="process", workers=2)
+    assert parallel == serial
+
+
+def test_a_grown_pool_begins_with_the_old_pool(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "c.jsonl", docs(2000))
+    spec = FilesSource(path="c.jsonl")
+    small = sample_pool(spec, tmp_path, seed=0, k=50)
+    large = sample_pool(spec, tmp_path, seed=0, k=400)
+    assert large.docs[:50] == small.docs and len(large.docs) == 400
+    assert not small.complete and sample_pool(spec, tmp_path, seed=0, k=5000).complete
+
+
+def test_the_pool_is_a_uniform_sample(tmp_path: Path) -> None:
+    n, k, seeds = 200, 20, 400
+    write_jsonl(tmp_path / "u.jsonl", docs(n))
+    counts = np.zeros(n)
+    for seed in range(seeds):
+        for d in sample_pool(FilesSource(path="u.jsonl"), tmp_path, seed=seed, k=k).docs:
+            counts[int(d.text.split()[1])] += 1
+    # Each document is in a pool with probability k / n = 0.1: 40 of 400 expected, sd about 6.
+    assert counts.min() > 15 and counts.max() < 70 and abs(counts.mean() - seeds * k / n) < 1e-9
+    chi2 = ((counts - seeds * k / n) ** 2 / (seeds * k / n)).sum()
+    assert chi2 < 300, chi2  # 199 degrees of freedom (less: draws without replacement): a mean of about 180
+
+
+def test_empty_documents_are_dropped_and_counted(tmp_path: Path) -> None:
+    texts = [t if i % 4 else ("" if i % 8 else "  \t ") for i, t in enumerate(docs(4000))]
+    write_jsonl(tmp_path / "e.jsonl", texts)
+    pool = sample_pool(FilesSource(path="e.jsonl"), tmp_path, seed=0, k=200)
+    assert len(pool.docs) == 200 and all(d.text.strip() for d in pool.docs)
+    assert pool.n_empty_read > 0 and pool.n_read < 4000 and not pool.exact
+    assert abs(pool.empty_share - 0.25) < 0.1  # estimated from the documents read
+    assert 2600 < pool.n_usable_estimate < 3400  # 3000 usable
+    whole = sample_pool(FilesSource(path="e.jsonl"), tmp_path, seed=0, k=5000)
+    assert whole.complete and len(whole.docs) == 3000 and whole.n_usable_estimate == 3000
+
+
+def test_blank_lines_are_not_documents_and_crlf_is_read(tmp_path: Path) -> None:
+    (tmp_path / "b.jsonl").write_bytes(b'{"text": "one"}\r\n\r\n\n{"text": "two"}\n   \n{"text": "three"}')
+    pool = sample_pool(FilesSource(path="b.jsonl"), tmp_path, seed=0, k=10)
+    assert sorted(d.text for d in pool.docs) == ["one", "three", "two"] and pool.n_records == 3
+    assert sorted(d.locator for d in pool.docs) == ["line 1", "line 4", "line 6"]
+
+
+def test_a_bad_sampled_record_names_the_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": broken\n')
+    with pytest.raises(SourceDataError, match=r"bad.jsonl, line 2: malformed JSON"):
+        sample_pool(FilesSource(path="bad.jsonl"), tmp_path, seed=0, k=10)
+    (tmp_path / "nokey.jsonl").write_text('{"body": "x"}\n')
+    with pytest.raises(SourceDataError, match=r"nokey.jsonl, line 1: no field 'text'"):
+        sample_pool(FilesSource(path="nokey.jsonl"), tmp_path, seed=0, k=10)
+
+
+def test_text_csv_and_max_documents(tmp_path: Path) -> None:
+    (tmp_path / "t.txt").write_text("alpha\n\nbeta\ngamma\n")
+    assert sorted(d.text for d in sample_pool(FilesSource(path="t.txt"), tmp_path, seed=0, k=9).docs) == ["alpha", "beta", "gamma"]
+    paragraphs = sample_pool(FilesSource(path="t.txt", split="paragraphs"), tmp_path, seed=0, k=9)
+    assert sorted(d.text for d in paragraphs.docs) == ["alpha", "beta\ngamma"] and paragraphs.exact
+    (tmp_path / "c.csv").write_text('id,text\n1,"a, b"\n2,\n3,c\n')
+    pool = sample_pool(FilesSource(path="c.csv"), tmp_path, seed=0, k=9)
+    assert sorted(d.text for d in pool.docs) == ["a, b", "c"] and pool.n_empty_read == 1
+    write_jsonl(tmp_path / "m.jsonl", docs(100))
+    capped = sample_pool(FilesSource(path="m.jsonl", max_documents=10), tmp_path, seed=0, k=50)
+    assert sorted(d.text for d in capped.docs) == sorted(docs(10)) and capped.complete
+
+
+def parquet_corpus(path: Path, texts: list[str | None], row_group_size: int = 100) -> Path:
+    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), path, row_group_size=row_group_size)
+    return path
+
+
+def test_parquet_reads_only_the_drawn_rows(tmp_path: Path) -> None:
+    texts = [None if i % 10 == 0 else t for i, t in enumerate(docs(5000))]
+    parquet_corpus(tmp_path / "p0.parquet", texts[:3000])
+    parquet_corpus(tmp_path / "p1.parquet", texts[3000:])
+    spec = FilesSource(path="p*.parquet")
+    pool = sample_pool(spec, tmp_path, seed=0, k=100)
+    assert len(pool.docs) == 100 and pool.n_records == 5000 and pool.n_read < 200
+    by_text = {t: i for i, t in enumerate(texts) if t}
+    for d in pool.docs:  # the row a document names holds that document
+        row = int(d.locator.split()[1]) - 1
+        assert by_text[d.text] == row + (3000 if d.file == "p1.parquet" else 0)
+    assert sample_pool(spec, tmp_path, seed=0, k=300).docs[:100] == pool.docs
+    whole = sample_pool(spec, tmp_path, seed=0, k=6000)
+    assert whole.complete and len(whole.docs) == 4500 and whole.n_usable_estimate == 4500
+
+
+def test_a_corrupt_parquet_footer_names_the_file(tmp_path: Path) -> None:
+    parquet_corpus(tmp_path / "good.parquet", docs(50))
+    data = parquet_corpus(tmp_path / "bad.parquet", docs(50)).read_bytes()
+    (tmp_path / "bad.parquet").write_bytes(data[:-12] + b"garbage!PAR1")
+    with pytest.raises(CorruptSourceError, match=r"bad.parquet: not a readable Parquet file: its footer cannot be read"):
+        sample_pool(FilesSource(path="*.parquet"), tmp_path, seed=0, k=10)
+
+
+def test_arrow_folders_read_selected_rows_and_a_corrupt_file_is_named(tmp_path: Path) -> None:
+    import datasets
+
+    texts = docs(500)
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "hf"))
+    spec = HuggingFaceSource(path="hf")
+    pool = sample_pool(spec, tmp_path, seed=0, k=40)
+    assert len(pool.docs) == 40 and pool.n_read == 40 and pool.n_records == 500
+    assert all(texts[int(d.locator.split()[1]) - 1] == d.text for d in pool.docs)
+    arrow = next((tmp_path / "hf").glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:200])
+    with pytest.raises(CorruptSourceError, match=rf"{arrow.name}: cannot be read as an Arrow file"):
+        sample_pool(spec, tmp_path, seed=0, k=40)
+
+
+def test_duckdb_queries_are_sampled_by_result_row(tmp_path: Path) -> None:
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "d.duckdb")) as con:
+        con.execute("CREATE TABLE docs AS SELECT i AS id, 'row ' || i AS body FROM range(3000) t(i)")
+    spec = DuckDBSource(database="d.duckdb", query="SELECT body FROM docs WHERE id % 2 = 0", text_column="body")
+    pool = sample_pool(spec, tmp_path, seed=0, k=30)
+    assert len(pool.docs) == 30 and pool.n_records == 1500
+    assert all(d.text == f"row {2 * (int(d.locator.split()[1]) - 1)}" for d in pool.docs)
+    assert sample_pool(spec, tmp_path, seed=0, k=60).docs[:30] == pool.docs
+
+
+def test_sampler_module_has_no_dagster_import() -> None:
+    assert "dagster" not in Path(sampler.__file__).read_text()
