@@ -24,8 +24,9 @@ Faults: when an actor dies (its process killed, its node lost), the batch it was
 back to the queue and the actors still alive take it; when none is left, a new actor is started
 wherever the cluster has room. Up to `max_retries` losses in all; past that the step fails, and
 the embeddings that did arrive are already cached, so the next run computes only the rest. Ray's
-own restarts are off: a dead actor would be restarted on the node it was placed on, and a lost
-node's actor would wait for room that a busy cluster may never free. Nothing here writes a file.
+own restarts are off: the batch would wait for its actor's restart, which on a cluster whose
+other actors hold every CPU (or GPU) waits for room that they free only when the step ends.
+Nothing here writes a file.
 
 No Dagster imports; Ray is imported only when this path is used (`pip install -e '.[ray]'`).
 """

@@ -14,9 +14,9 @@
 # server runs as the `postgres` user the package creates (with `runuser`), its data in a folder
 # of its own under /tmp that user owns (DIR may sit in a folder it cannot enter).
 #
-# `install` follows scripts/browser.sh: with root (or password-less sudo) and apt-get it installs
-# the package; otherwise it says why and exits 0, and the tests that need a server are skipped
-# with that reason.
+# `install`, like scripts/browser.sh, installs the package with scripts/apt_install.sh (root or
+# password-less sudo, and apt-get); where it cannot, it says why and exits 0, and the tests that
+# need a server are skipped with that reason.
 set -euo pipefail
 
 bindir() {
@@ -38,28 +38,9 @@ install() {
     if bindir >/dev/null 2>&1; then
         return 0
     fi
-    local sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-            sudo="sudo -n"
-        else
-            echo "postgres.sh: PostgreSQL is not installed and installing it needs root; the PostgreSQL tests will be skipped" >&2
-            return 0
-        fi
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "postgres.sh: PostgreSQL is not installed and there is no apt-get; the PostgreSQL tests will be skipped" >&2
-        return 0
-    fi
-    local log
-    log=$(mktemp)
-    echo "postgres.sh: installing Debian's postgresql for the PostgreSQL tests (log: $log)" >&2
-    # The package's own service is not started: each test starts a server of its own.
-    if $sudo apt-get update >"$log" 2>&1 \
-        && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends postgresql >>"$log" 2>&1; then
+    # Each test starts a server of its own, on a free port, whatever the package itself starts.
+    if bash "$(dirname "$0")/apt_install.sh" postgres.sh "the PostgreSQL tests" postgresql; then
         echo "postgres.sh: installed $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)" >&2
-    else
-        echo "postgres.sh: installing postgresql failed (see $log); the PostgreSQL tests will be skipped" >&2
     fi
     return 0
 }
