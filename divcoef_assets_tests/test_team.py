@@ -14,6 +14,7 @@ which `.ci/run` calls, installs Debian's) or the postgres / Ray extras are missi
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -127,12 +128,16 @@ def team(tiny_gpt2_dir):
         left = {sid: session_processes(sid) for sid in sessions}
         for sid in sessions:
             kill_session(sid)  # only if `down` failed to
+        postgres = [int(p.name) for p in Path("/proc").iterdir() if data and p.name.isdigit() and _is_postgres_of(p, data)]
+        for pid in postgres:  # the same
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     assert not any(left.values()), f"processes of the Ray nodes outlived `team.sh down`: {left}"
     assert data and not Path(data).exists(), f"PostgreSQL's data folder {data} outlived `team.sh down`"
-    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_postgres_of(p, data)], "PostgreSQL outlived `team.sh down`"
+    assert not postgres, f"PostgreSQL processes outlived `team.sh down`: {postgres}"
 
 
 def _is_postgres_of(proc: Path, data: str) -> bool:
