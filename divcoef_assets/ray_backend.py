@@ -3,8 +3,8 @@ Ray actors, and come back, one by one, to the process that caches and records th
 
 Why actors: loading a probe (and fingerprinting its weights) costs seconds for a GPT-2-sized
 model, an embedding seconds to minutes; an actor loads the probe once and then embeds batch after
-batch (each actor gets the next batch as soon as it returns one). Each actor asks Ray for `num_cpus` and, when
-the probe runs on a GPU, `num_gpus`, so Ray places at most one probe per GPU.
+batch (it gets the next batch as soon as it returns one). Each actor asks Ray for `num_cpus` and,
+when the probe runs on a GPU, `num_gpus`, so Ray places at most one probe per GPU.
 
 What travels: a task (`core.audit.EmbeddingTask`: indices, seed, cache key, token batch) goes to
 an actor, a `BatchEmbedding` comes back, both through Ray's object store. The seed is the one
