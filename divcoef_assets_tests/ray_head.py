@@ -72,7 +72,8 @@ def session_processes(session: int) -> dict[int, str]:
     return found
 
 
-def _loopback_only() -> None:
+def loopback_only() -> None:
+    """Keep 127.0.0.1 as this process's address when it connects to a Ray cluster (the docstring above)."""
     os.environ.update(LOOPBACK_ONLY)
     if "ray" in sys.modules:  # imported already: its constants were read; set the one that matters
         from ray._private import ray_constants
@@ -99,7 +100,7 @@ def kill_session(session: int) -> None:
 def ray_head(num_cpus: int = 2) -> Iterator[RayHead]:
     """A single-node cluster on 127.0.0.1 for the duration of the block, running once its
     `address` has been read."""
-    _loopback_only()
+    loopback_only()
     ray = Path(sys.executable).with_name("ray")
     temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # sockets live under it: keep the path short
     port = free_port()

@@ -32,7 +32,7 @@ import yaml
 
 from divcoef_assets.registry import REPO_ROOT
 from divcoef_assets.storage import ResultsStore
-from divcoef_assets_tests.ray_head import kill_session, session_processes
+from divcoef_assets_tests.ray_head import kill_session, loopback_only, session_processes
 from divcoef_assets_tests.reliability.support import tiny_probe, write_jsonl
 
 pytest.importorskip("dagster_postgres", reason="the postgres extra is not installed: pip install -e '.[postgres]'")
@@ -167,12 +167,20 @@ def test_the_readme_audit_runs_on_postgres_and_embeds_on_both_ray_nodes(team):
     assert not list(home.rglob("*.db")), "the instance wrote SQLite files beside PostgreSQL"
 
 
-def test_killing_the_second_node_mid_audit_gives_the_same_coefficient_and_no_temporary_files(team):
-    """`divcoef audit --ray` with its own data folder (so nothing is cached): every process of the
-    second node is killed while it embeds a batch; the batch is embedded again on the head."""
-    address = team.sourced()["DIVCOEF_RAY_ADDRESS"]
+def test_killing_the_second_node_mid_audit_gives_the_same_coefficient_and_no_temporary_files(team, caplog):
+    """jargon's audit job again, on the same cluster and instance, with its own data folder (so
+    nothing is cached): every process of the second node is killed while it embeds a batch; that
+    batch is embedded again on the head."""
+    import dagster as dg
+
+    from divcoef_assets.definitions import build_definitions
+    from divcoef_assets.partitions import dataset_probe_key
+
+    loopback_only()
     work = team.work / "kill"
-    env = {**team.env, "DIVCOEF_DATA_DIR": str(work / "data"), "DIVCOEF_DB": str(work / "results.duckdb")}
+    defs = build_definitions(registry_path=team.env["DIVCOEF_REGISTRY"], data_dir=str(work / "data"),
+                             db_path=str(work / "results.duckdb"), embedding_backend="ray",
+                             ray_address=team.sourced()["DIVCOEF_RAY_ADDRESS"])
     second = team.session("ray-second")
     killed: list[str] = []
     done = threading.Event()
@@ -188,14 +196,16 @@ def test_killing_the_second_node_mid_audit_gives_the_same_coefficient_and_no_tem
     killer = threading.Thread(target=kill_second_node_while_it_embeds, daemon=True)
     killer.start()
     try:
-        run = subprocess.run(["bash", "-c", f". {team.folder}/env\n.venv/bin/divcoef audit --datasets jargon --ray {address}"],
-                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+        with team.instance() as instance, caplog.at_level("WARNING", logger="divcoef_assets.ray_backend"):
+            result = defs.resolve_job_def("audit").execute_in_process(
+                partition_key=dataset_probe_key("jargon", "tiny"), instance=instance, raise_on_error=False)
+            assert result.success, [e.message for e in result.all_events if e.is_failure]
+            assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.SUCCESS  # stored in PostgreSQL
     finally:
         done.set()
         killer.join()
     assert killed, "the second node was never seen embedding, so it was not killed"
-    assert run.returncode == 0, run.stderr[-4000:]
-    assert "a Ray embedding worker was lost while embedding batch" in run.stderr
+    assert "a Ray embedding worker was lost while embedding batch" in caplog.text
     db = work / "results.duckdb"
     assert _coefficient(db, "jargon") == pytest.approx(_coefficient(team.work / "results.duckdb", "jargon"), abs=1e-6)
     assert len(_embedding_nodes(db, "jargon")) == 3
