@@ -6,6 +6,7 @@
     divcoef audit                      # the default audit as a Dagster job (see README)
     divcoef -v audit                   # ... with Dagster's DEBUG event lines
     divcoef audit --probe rand-gpt2 --datasets bible jargon
+    divcoef audit --ray 127.0.0.1:6379  # ... with the embeddings on a Ray cluster (or DIVCOEF_RAY_ADDRESS)
     divcoef report --out report.html   # every result in one self-contained HTML file
     divcoef report --markdown          # the baseline table with rank correlations
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -78,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="*", help="only these registered datasets (at least one; omit the flag for all)")
     p.add_argument("--probe", help="a probe registered in the registry (default: the registry's default probe)")
     p.add_argument("--cache-dir", help="embedding cache (default $DIVCOEF_CACHE or data/artifacts/cache/embeddings)")
+    p.add_argument("--ray", metavar="ADDRESS", default=os.environ.get("DIVCOEF_RAY_ADDRESS", ""),
+                   help="compute the embeddings on the Ray cluster at ADDRESS (ray://head:10001, or head:6379 on a node "
+                        "of the cluster; default $DIVCOEF_RAY_ADDRESS; unset: in this process)")
 
     p = sub.add_parser("report", help="write every audited result as one self-contained HTML file")
     p.add_argument("--db", help="results database (default $DIVCOEF_DB or data/divcoef.duckdb)")
@@ -169,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.verbose:
                 _quiet_audit_console()
             return run_default_audit(dagster_home=args.dagster_home, datasets=args.datasets, probe=args.probe,
-                                     cache_dir=args.cache_dir or "", log_level="DEBUG" if args.verbose else "INFO")
+                                     cache_dir=args.cache_dir or "", ray_address=args.ray,
+                                     log_level="DEBUG" if args.verbose else "INFO")
         from divcoef_assets.api import cross_diversity_coefficient, diversity_coefficient
 
         common = dict(probe=args.probe, cache_dir=args.cache_dir, progress=_progress, **_overrides(args))

@@ -2,6 +2,7 @@
 
     divcoef audit                     # what the README's run command does after set-up
     divcoef audit --probe rand-gpt2 --datasets bible fortunes
+    divcoef audit --ray 127.0.0.1:6379  # the embeddings on a Ray cluster (README "Running it for a team")
 
 Runs, against a persistent Dagster instance (`data/dagster_home` unless `DAGSTER_HOME` or
 `--dagster-home` says otherwise, so `dagster dev` shows the history afterwards):
@@ -195,19 +196,22 @@ def _interrupted(signum: int, names: list[str], done: list[str], stopped: str | 
 
 def run_default_audit(*, dagster_home: str | None = None, datasets: list[str] | None = None, registry_path: str = "",
                       data_dir: str = "", db_path: str = "", cache_dir: str = "", probe: str | None = None,
-                      log_level: str = "INFO") -> int:
+                      ray_address: str = "", log_level: str = "INFO") -> int:
     """Run the audit; `datasets` (None: all registered) and `probe` (None: the registry's default)
     are checked against the registry before anything is created or run (`ValueError` if unknown).
+    With `ray_address`, batch embeddings are computed on that Ray cluster (`embedding_backend`
+    "ray", task2vec_embeddings in the `gpu` pool); everything else runs here, as without it.
 
     SIGINT (Ctrl-C) or SIGTERM stops it: the dataset being audited is stopped, no other is started,
     and the return value is 130 (SIGINT) or 143 (SIGTERM). Dagster's event log lines reach the console
     from `log_level` up (INFO: the steps' own messages, without an event line per step transition)."""
     with StopSignals() as stop:
         return _audit(stop, dagster_home=dagster_home, datasets=datasets, registry_path=registry_path, data_dir=data_dir,
-                      db_path=db_path, cache_dir=cache_dir, probe=probe, log_level=log_level)
+                      db_path=db_path, cache_dir=cache_dir, probe=probe, ray_address=ray_address, log_level=log_level)
 
 
-def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir, db_path, cache_dir, probe, log_level) -> int:
+def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir, db_path, cache_dir, probe, ray_address,
+           log_level) -> int:
     from divcoef_assets.definitions import build_definitions
     from divcoef_assets.partitions import DATASET_DIMENSION, PROBE_DIMENSION, dataset_probe_key
     from divcoef_assets.pipeline import bounds_first
@@ -216,7 +220,8 @@ def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir
     run_options = dict(raise_on_error=False, tags=_run_tags(), run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
     if datasets is not None and not datasets:
         raise ValueError("datasets is an empty list: name at least one registered dataset, or pass None for all")
-    defs = build_definitions(registry_path=registry_path, data_dir=data_dir, db_path=db_path, cache_dir=cache_dir)
+    backend = dict(embedding_backend="ray", ray_address=ray_address) if ray_address else {}
+    defs = build_definitions(registry_path=registry_path, data_dir=data_dir, db_path=db_path, cache_dir=cache_dir, **backend)
     divcoef = defs.resources["divcoef"]
     registry = divcoef.registry()
     if probe is None:
@@ -236,7 +241,8 @@ def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir
     # registered probes nobody has asked to run (the registry sensor adds all of them when turned on).
     if not instance.has_dynamic_partition(PROBE_DIMENSION, probe):
         instance.add_dynamic_partitions(PROBE_DIMENSION, [probe])
-    log.info("default audit: probe %s, %d datasets, Dagster instance %s", probe, len(names), home)
+    log.info("default audit: probe %s, %d datasets, Dagster instance %s%s", probe, len(names), home,
+             f", embeddings on the Ray cluster at {ray_address}" if ray_address else "")
     if stop.received():
         return _interrupted(stop.received(), names, [], None)
 

@@ -2,7 +2,7 @@
 
     dagster dev -h 127.0.0.1          # UI on localhost only
     dagster definitions validate
-    dagster dev -h 127.0.0.1 -m divcoef_assets.ray_definitions   # embeddings on Ray (see README "Scaling out")
+    dagster dev -h 127.0.0.1 -m divcoef_assets.ray_definitions   # embeddings on Ray (README "Scaling out", "Running it for a team")
     dagster asset materialize --select '*' --partition 'bible|local-gpt2' -m divcoef_assets.definitions
 
 Paths are fields of `DivcoefResource`; left empty they come from the environment when a run

@@ -3,8 +3,8 @@ Ray actors, and come back, one by one, to the process that caches and records th
 
 Why actors: loading a probe (and fingerprinting its weights) costs seconds for a GPT-2-sized
 model, an embedding seconds to minutes; an actor loads the probe once and then embeds batch after
-batch (`ray.util.ActorPool` keeps every actor busy). Each actor asks Ray for `num_cpus` and, when
-the probe runs on a GPU, `num_gpus`, so Ray places at most one probe per GPU.
+batch (it gets the next batch as soon as it returns one). Each actor asks Ray for `num_cpus` and,
+when the probe runs on a GPU, `num_gpus`, so Ray places at most one probe per GPU.
 
 What travels: a task (`core.audit.EmbeddingTask`: indices, seed, cache key, token batch) goes to
 an actor, a `BatchEmbedding` comes back, both through Ray's object store. The seed is the one
@@ -17,9 +17,16 @@ cache with (another file at the same path on that node) or when its code compute
 estimator (another version installed there): its results would be cached under keys that do not
 describe them.
 
-Faults: an actor whose process dies is restarted and its call retried, up to `max_retries` times
-(Ray's `max_restarts` / `max_task_retries`); past that the step fails, and the embeddings that did
-arrive are already cached, so the next run computes only the rest. Nothing here writes a file.
+Placement: actors are spread over the cluster's nodes (Ray's SPREAD strategy), so a partition's
+batches are embedded on several nodes at once rather than queued on the first that has room.
+
+Faults: when an actor dies (its process killed, its node lost), the batch it was embedding goes
+back to the queue and the actors still alive take it; when none is left, a new actor is started
+wherever the cluster has room. Up to `max_retries` losses in all; past that the step fails, and
+the embeddings that did arrive are already cached, so the next run computes only the rest. Ray's
+own restarts are off: the batch would wait for its actor's restart, which on a cluster whose
+other actors hold every CPU (or GPU) waits for room that they free only when the step ends.
+Nothing here writes a file.
 
 No Dagster imports; Ray is imported only when this path is used (`pip install -e '.[ray]'`).
 """
@@ -71,7 +78,7 @@ class RayOptions:
     workers: int = 0  # actors; 0: as many as the cluster can place, at most one per task
     cpus_per_worker: float = 1.0  # Ray `num_cpus` of each actor (also its torch thread count)
     gpus_per_worker: float | None = None  # Ray `num_gpus`; None: 1 when the probe runs on a GPU, else 0
-    max_retries: int = 3  # restarts of a dead actor, and retries of the call it was running
+    max_retries: int = 3  # lost actors (each one's batch is embedded again by another) before the step fails
 
     def __post_init__(self) -> None:
         if self.workers < 0 or self.cpus_per_worker <= 0 or self.max_retries < 0 or (self.gpus_per_worker or 0) < 0:
@@ -158,7 +165,6 @@ class RayEmbedder:
 
     def __call__(self, config: ProbeConfig, tasks: Sequence[EmbeddingTask]) -> Iterator[BatchEmbedding]:
         ray = import_ray()
-        from ray.util import ActorPool
 
         if not ray.is_initialized():
             raise RuntimeError("embedding on Ray needs a connection to a Ray cluster (ray.init) in this process")
@@ -168,23 +174,57 @@ class RayEmbedder:
         gpus = gpus_per_worker(self.config, self.options, cluster.get("GPU", 0.0))
         n = pool_size(self.options, len(tasks), cluster, gpus)
         probe = self.config.replace(device="cuda") if gpus > 0 else self.config.replace(device="cpu")
-        retries = self.options.max_retries
         actor = ray.remote(EmbeddingWorker).options(
-            num_cpus=self.options.cpus_per_worker, num_gpus=gpus, max_restarts=retries, max_task_retries=retries,
+            num_cpus=self.options.cpus_per_worker, num_gpus=gpus, max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD",
         )
         threads = max(1, int(self.options.cpus_per_worker))
-        log.info("embedding %d batch(es) on Ray: %d actor(s), %g CPU and %g GPU each, up to %d retries",
-                 len(tasks), n, self.options.cpus_per_worker, gpus, retries)
-        actors = [actor.remote(probe, self.identity, config.estimator_fingerprint(), threads) for _ in range(n)]
+
+        def start():
+            return actor.remote(probe, self.identity, config.estimator_fingerprint(), threads)
+
+        log.info("embedding %d batch(es) on Ray: %d actor(s), %g CPU and %g GPU each, up to %d lost actors",
+                 len(tasks), n, self.options.cpus_per_worker, gpus, self.options.max_retries)
+        actors = [start() for _ in range(n)]
         try:
-            pool = ActorPool(actors)
-            for task in tasks:
-                pool.submit(lambda a, t: a.embed.remote(t), task)
-            while pool.has_next():
-                yield pool.get_next_unordered()
+            yield from _dispatch(ray, actors, list(tasks), start, self.options.max_retries)
         finally:
             for a in actors:
                 ray.kill(a, no_restart=True)
+
+
+def _dispatch(ray, actors: list, tasks: list[EmbeddingTask], start, max_losses: int) -> Iterator[BatchEmbedding]:
+    """Keep every actor in `actors` busy with one task at a time until every task is done, yielding
+    each result as it arrives. A task whose actor died is queued again and the actor dropped (and,
+    when none is left, replaced by `start()`, appended to `actors` so the caller kills it too)."""
+    from collections import deque
+
+    queue, idle, running, losses = deque(tasks), list(actors), {}, 0
+    while queue or running:
+        while queue and idle:
+            worker, task = idle.pop(), queue.popleft()
+            running[worker.embed.remote(task)] = (worker, task)
+        (ref,), _ = ray.wait(list(running), num_returns=1)
+        worker, task = running.pop(ref)
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            if getattr(exc, "actor_init_failed", False):  # the probe check refused: any other actor would too
+                raise
+            losses += 1
+            if losses > max_losses:
+                raise RuntimeError(f"{losses} Ray embedding workers were lost (at most {max_losses} allowed, "
+                                   f"ray_max_retries); the last one was embedding batch {task.batch_index}: {exc}") from exc
+            log.warning("a Ray embedding worker was lost while embedding batch %d (repeat %d); embedding it again (%d of %d losses)",
+                        task.batch_index, task.repeat, losses, max_losses)
+            ray.kill(worker, no_restart=True)
+            actors.remove(worker)
+            queue.appendleft(task)
+            if not idle and not running:
+                actors.append(start())
+                idle.append(actors[-1])
+            continue
+        idle.append(worker)
+        yield result
 
 
 def ray_embedder_factory(options: RayOptions = RayOptions()):

@@ -54,20 +54,26 @@ class RayHead:
 
     def processes(self) -> dict[int, str]:
         """pid -> command line (as the process shows it) of every process of the cluster."""
-        found = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                if os.getsid(int(entry.name)) != self.session:
-                    continue
-                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            except (OSError, ProcessLookupError):
-                continue
-        return found
+        return session_processes(self.session)
 
 
-def _loopback_only() -> None:
+def session_processes(session: int) -> dict[int, str]:
+    """pid -> command line (as the process shows it) of every process in session `session`."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) != session:
+                continue
+            found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, ProcessLookupError):
+            continue
+    return found
+
+
+def loopback_only() -> None:
+    """Keep 127.0.0.1 as this process's address when it connects to a Ray cluster (the docstring above)."""
     os.environ.update(LOOPBACK_ONLY)
     if "ray" in sys.modules:  # imported already: its constants were read; set the one that matters
         from ray._private import ray_constants
@@ -75,11 +81,13 @@ def _loopback_only() -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def _kill_session(session: int) -> None:
+def kill_session(session: int) -> None:
+    """SIGKILL every process of session `session` (a Ray node started in a session of its own:
+    its raylet, agents and workers), until none is left."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(session, signal.SIGKILL)
     for _ in range(50):
-        left = [p for p in RayHead("", session, Path()).processes() if p != os.getpid()]
+        left = [p for p in session_processes(session) if p != os.getpid()]
         if not left:
             return
         for pid in left:
@@ -92,7 +100,7 @@ def _kill_session(session: int) -> None:
 def ray_head(num_cpus: int = 2) -> Iterator[RayHead]:
     """A single-node cluster on 127.0.0.1 for the duration of the block, running once its
     `address` has been read."""
-    _loopback_only()
+    loopback_only()
     ray = Path(sys.executable).with_name("ray")
     temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # sockets live under it: keep the path short
     port = free_port()
@@ -115,5 +123,5 @@ def ray_head(num_cpus: int = 2) -> Iterator[RayHead]:
         if start.poll() is None:
             start.kill()
             start.communicate()
-        _kill_session(start.pid)
+        kill_session(start.pid)
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -187,3 +187,16 @@ def test_only_the_ray_modules_import_ray_and_nothing_imports_them_when_loading()
     assert importers == {"divcoef_assets.ray_resources"}
     lazy = {"divcoef_assets.ray_resources", "divcoef_assets.ray_backend"}
     assert not {m for m, names in top_level.items() if names & lazy}, "a module imports the Ray modules when it loads"
+
+
+def test_the_ray_address_comes_from_the_field_then_divcoef_ray_address_and_feeds_divcoef_audit(monkeypatch):
+    from divcoef_assets.cli import build_parser
+
+    monkeypatch.delenv("DIVCOEF_RAY_ADDRESS", raising=False)
+    assert DivcoefResource().resolved_ray_address() == ""  # ray.init() finds one (RAY_ADDRESS, ...)
+    assert build_parser().parse_args(["audit"]).ray == ""  # no --ray: embeddings in this process
+    monkeypatch.setenv("DIVCOEF_RAY_ADDRESS", "ray://head.internal:10001")
+    assert DivcoefResource().resolved_ray_address() == "ray://head.internal:10001"
+    assert DivcoefResource(ray_address="10.0.0.5:6379").resolved_ray_address() == "10.0.0.5:6379"
+    assert build_parser().parse_args(["audit"]).ray == "ray://head.internal:10001"
+    assert build_parser().parse_args(["audit", "--ray", "127.0.0.1:6379"]).ray == "127.0.0.1:6379"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (if needed) and install the project with its test extras and the Ray extra
-# (the tests run a real local Ray cluster).
+# Create .venv (if needed) and install the project with its test extras, the Ray extra (the tests
+# run a real local Ray cluster) and the PostgreSQL extra (the tests run Dagster on a real server).
 # Re-running is cheap: the install is skipped while pyproject.toml is unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     # torch first, pinned: this exact version installs a CPU build from the local package cache.
     .venv/bin/python -m pip install --quiet "torch==2.13.0"
-    .venv/bin/python -m pip install --quiet -e ".[dev,ray]"
+    .venv/bin/python -m pip install --quiet -e ".[dev,ray,postgres]"
     echo "$want" > "$stamp"
 fi
