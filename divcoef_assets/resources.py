@@ -109,7 +109,7 @@ class DivcoefResource(dg.ConfigurableResource):
         """How dataset_snapshot reads a source: on the Ray cluster (Ray Data) in the "ray" mode,
         else locally (a process pool for large sources)."""
         if self.embedding_backend == "ray":
-            return SamplingOptions(executor="ray", ray_address=self.ray_address or None)
+            return SamplingOptions(executor="ray", ray_address=self.resolved_ray_address() or None)
         return SamplingOptions()
 
     def registry(self) -> Registry:

@@ -1,5 +1,7 @@
 """dataset_snapshot: a sample pool of the dataset's documents, sized for the probe, in a fingerprinted Parquet file."""
 
+import contextlib
+
 import dagster as dg
 
 from divcoef_assets import pipeline
@@ -17,7 +19,9 @@ from divcoef_assets.resources import DivcoefResource
 )
 def dataset_snapshot(context: dg.AssetExecutionContext, divcoef: DivcoefResource) -> dg.Output[SnapshotRecord]:
     dataset, probe = keys(context)
-    record = pipeline.snapshot(divcoef.registry(), dataset, divcoef.layout(), probe, sampling=divcoef.sampling())
+    sampling = divcoef.sampling()
+    with divcoef.ray_cluster() if sampling.executor == "ray" else contextlib.nullcontext():
+        record = pipeline.snapshot(divcoef.registry(), dataset, divcoef.layout(), probe, sampling=sampling)
     context.log.info(f"snapshot of {dataset}: {record.n_documents} documents, fingerprint {record.fingerprint}")
     return dg.Output(
         record,
