@@ -1,4 +1,15 @@
-"""Shared fixtures: tiny seeded GPT-2-architecture probes saved to temporary folders."""
+"""Shared fixtures: tiny seeded GPT-2-architecture probes saved to temporary folders; and how the
+suite shares the machine when it runs in parallel (pytest-xdist, `scripts/test.sh`):
+
+- each worker gets an equal share of the usable cores as its torch thread budget
+  (`DIVCOEF_TORCH_THREADS`, also read by the audits a test starts in a subprocess), so two
+  workers on two cores do not each start two intra-op threads;
+- the modules in `ISOLATED` (they start servers, Ray heads or `divcoef audit` subprocesses) form
+  one unit of work: one worker runs them one after another, first, while the others share the
+  rest, so none of them competes with another for ports, cores or wall-clock timeouts;
+- every other module is a unit of its own, so a module-scoped fixture is built once, not once
+  per worker.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +19,50 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+ISOLATED = frozenset(f"divcoef_assets_tests/{name}.py" for name in (
+    "test_battery",  # the battery study in a subprocess
+    "test_browser",  # a Dagster webserver and a browser
+    "test_cli_audit",  # `divcoef audit` subprocesses
+    "reliability/test_audit_interrupt",
+    "test_ray",  # a Ray head
+    "test_team",  # PostgreSQL, a Ray head and a second node
+))
+
+
+def _module_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_configure(config):
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:  # inside a pytest-xdist worker
+        from divcoef_assets.threads import THREADS_ENV, usable_cpus
+
+        os.environ.setdefault(THREADS_ENV, str(max(1, usable_cpus() // int(workers))))
+        import torch
+
+        torch.set_num_threads(int(os.environ[THREADS_ENV]))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The isolated modules first (a stable sort), so that their long unit of work starts first."""
+    items.sort(key=lambda item: _module_of(item.nodeid) not in ISOLATED)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook; the suite also runs without it
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        """One unit of work per module, all of `ISOLATED` one unit; handed out in collection order."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            module = _module_of(nodeid)
+            return "isolated" if module in ISOLATED else module
+
+    config.option.loadscopereorder = False  # keep the isolated unit first
+    return ModuleScheduling(config, log)
 
 
 def save_tiny_gpt2(folder, *, vocab_size=50257, n_layer=2, n_embd=16, n_head=2, n_positions=32, seed=0, dropout=0.1):
@@ -57,3 +112,4 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+

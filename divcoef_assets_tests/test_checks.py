@@ -176,3 +176,15 @@ def test_the_audit_order_puts_the_bound_datasets_first(tmp_path, tiny_gpt2_dir):
     registry = load_registry(tmp_path / "registry.yaml")
     assert bounds_first(registry, ["corpus-a", "upper", "lower"]) == ["upper", "lower", "corpus-a"]
     assert bounds_first(registry, ["corpus-a"]) == ["corpus-a"]
+
+
+def test_only_checks_not_evaluated_are_left_out_of_the_missing_outputs_line():
+    import logging
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("dagster", logging.INFO, __file__, 1, message, None, None)
+
+    drop = checks._DropNotEvaluated(frozenset({"diversity_coefficient_drift", "diversity_coefficient_noise"}))
+    assert not drop.filter(record("op 'diversity_coefficient' did not yield or return expected outputs {'diversity_coefficient_drift'}."))
+    assert drop.filter(record("op 'diversity_coefficient' did not yield or return expected outputs {'diversity_coefficient_drift', 'result'}."))
+    assert drop.filter(record("check drift_from_previous_snapshot not evaluated: first snapshot"))

@@ -77,6 +77,21 @@ def test_the_console_shows_dagster_at_info_and_above_only(audited):
     assert "embedding 1/3" in plain_err
 
 
+def test_checks_not_evaluated_are_not_logged_as_missing_outputs(audited):
+    import dagster as dg
+
+    audit, _, (_, plain_out, plain_err), (_, out, err) = audited
+    assert "check noise_floor_below_a_third not evaluated" in plain_err  # the reason is logged instead
+    for text in (plain_out, plain_err, out, err):
+        assert "did not yield" not in text
+    with dg.instance_for_test(temp_dir=str(audit.home)) as instance:
+        runs = instance.get_runs()
+        assert runs
+        stored = [entry.user_message for run in runs for entry in instance.all_logs(run.run_id)]
+        assert any("not evaluated" in message for message in stored)
+        assert not [message for message in stored if "did not yield" in message]
+
+
 def test_a_broken_dataset_is_counted_once_and_the_others_are_audited(tmp_path, tiny_gpt2_dir):
     audit = TinyAudit.with_probe(tmp_path, tiny_gpt2_dir, ["good", "broken"])
     (tmp_path / "broken.jsonl").write_text('{"text": "fine"}\n{"text": \n')  # a malformed line

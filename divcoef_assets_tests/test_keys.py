@@ -87,8 +87,10 @@ def test_partition_keys_from_multi_key_string_mapping_and_context() -> None:
     assert partition_keys(key) == ("bible", "gpt2")
     assert partition_keys("bible|gpt2") == ("bible", "gpt2")
     assert partition_keys({"dataset": "bible", "probe": "gpt2"}) == ("bible", "gpt2")
-    context = dg.build_asset_context(partition_key=key)
-    assert partition_keys(context) == ("bible", "gpt2")
+    # closed here, not whenever it is garbage-collected: its ephemeral Dagster instance is the current
+    # one until then, and a late close would make an instance of a later test's past current again
+    with dg.build_asset_context(partition_key=key) as context:
+        assert partition_keys(context) == ("bible", "gpt2")
 
 
 @pytest.mark.parametrize(

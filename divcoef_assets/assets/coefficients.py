@@ -64,11 +64,14 @@ def diversity_coefficient(context: dg.AssetExecutionContext, divcoef: DivcoefRes
                      f"noise floor {sig(record.noise_floor)}")
     yield dg.Output(record, metadata=metadata)
     selected = {key.name for key in context.selected_asset_check_keys}
+    not_evaluated = set()
     for outcome in checks.evaluate(record, near):
         if isinstance(outcome, checks.NotEvaluated):
             context.log.info(f"check {outcome.check_name} not evaluated: {outcome.reason}")
+            not_evaluated.add(outcome.check_name)
         elif outcome.check_name in selected:
             yield outcome
+    checks.quiet_not_evaluated(context, not_evaluated & selected)
 
 
 @dg.asset(

@@ -66,11 +66,13 @@ def compression_ratio(texts: Sequence[str]) -> float:
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
-    grams: Counter = Counter()
+    grams: set[tuple[str, ...]] = set()
+    total = 0
     for text in texts:
         words = _words(text)
-        grams.update(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
-    total = sum(grams.values())
+        if len(words) >= n:
+            grams.update(zip(*(words[i:] for i in range(n))))  # the n-grams of this text, not across texts
+            total += len(words) - n + 1
     return len(grams) / total if total else 0.0
 
 
