@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import gzip
 import hashlib
 import heapq
 import json
@@ -261,9 +260,11 @@ def _parse_text_line(raw: bytes, where: str, first: bool) -> str | None:
 
 
 def _open_range(path: str, start: int) -> tuple[Any, int]:
-    """A binary handle positioned at the first line that starts at or after `start`."""
-    gz = _is_gzip(path)
-    handle = gzip.open(path, "rb") if gz else open(path, "rb")
+    """A binary handle positioned at the first line that starts at or after `start` (a gzip file
+    is decompressed with ISA-L's igzip, about 3x zlib's speed, the bottleneck of a .gz pass)."""
+    from isal import igzip
+
+    handle = igzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
     if start > 0:
         handle.seek(start - 1)
         if handle.read(1) != b"\n":
@@ -286,7 +287,9 @@ def _chunks(handle: Any, path: str, start: int, end: int) -> Iterator[tuple[int,
             if seekable:
                 handle.seek(offset)
             block = handle.read(size)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        except (EOFError, OSError, zlib.error) as exc:  # igzip's BadGzipFile is an OSError
+            if seekable:
+                raise
             raise SourceDataError(
                 f"{path}: cannot decompress after byte {offset + len(tail)} ({type(exc).__name__}: {exc}); the gzip file "
                 "may be truncated or corrupt: copy or compress it again (`gzip -t` checks a file)"

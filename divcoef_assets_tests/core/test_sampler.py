@@ -121,6 +121,13 @@ def test_a_bad_sampled_record_names_the_file_and_line(tmp_path: Path) -> None:
         sample_pool(FilesSource(path="nokey.jsonl"), tmp_path, seed=0, k=10)
 
 
+def test_a_damaged_gzip_file_names_the_file(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "z.jsonl.gz", docs(3000), gz=True).read_bytes()
+    (tmp_path / "z.jsonl.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceDataError, match=r"z.jsonl.gz: cannot decompress after byte \d+"):
+        sample_pool(FilesSource(path="z.jsonl.gz"), tmp_path, seed=0, k=10)
+
+
 def test_text_csv_and_max_documents(tmp_path: Path) -> None:
     (tmp_path / "t.txt").write_text("alpha\n\nbeta\ngamma\n")
     assert sorted(d.text for d in sample_pool(FilesSource(path="t.txt"), tmp_path, seed=0, k=9).docs) == ["alpha", "beta", "gamma"]
