@@ -10,9 +10,11 @@ Runs, against a persistent Dagster instance (`data/dagster_home` unless `DAGSTER
    time; cached afterwards);
 2. `audit` job for each dataset|probe partition, one run each, in registry order but the
    lower- and upper-bound datasets first (the other datasets' bounds checks compare with them);
-3. `cross_audit` job for the probe;
+3. `cross_audit` job for the probe, then the `leaderboard` job;
 
-then prints the coefficients *read back from DuckDB* (so the table is the stored records).
+then prints the leaderboard *read back from DuckDB* (so the table is the stored records), in the
+order of the UI and the report: real corpora most diverse first with tied groups, then the
+calibration sets.
 Datasets that fail are reported and the others still run; the exit code says whether all passed.
 SIGINT (Ctrl-C) or SIGTERM stops the audit instead: the dataset in progress is stopped, nothing
 more is run, it prints which datasets were audited, and exits with 130 or 143.
@@ -30,7 +32,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from divcoef_assets.tables import TableRow, format_table
+from divcoef_assets.tables import format_leaderboard
 
 log = logging.getLogger(__name__)
 
@@ -270,14 +272,17 @@ def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir
         print("cross_diversity was " + ("computed" if cross.success else "stopped"), flush=True)
         return _interrupted(stop.received(), names, done, None)
 
+    board = defs.resolve_job_def("leaderboard").execute_in_process(instance=instance, **run_options)
+    if stop.received():
+        return _interrupted(stop.received(), names, done, None)
+
+    from divcoef_assets import presentation
+
     store = divcoef.store()
-    rows = store.query(
-        "SELECT dataset, value, ci_low, ci_high, noise_floor, noise_corrected, n_batches FROM latest_coefficients "
-        "WHERE probe = ? ORDER BY value",
-        [probe],
-    )
-    print(format_table([TableRow(*row) for row in rows],
-                       title=f"Task2Vec diversity coefficients, probe {probe!r} (from DuckDB `latest_coefficients`)"))
+    leaders = presentation.probe_leaderboard(store, probe)
+    noise = {r.dataset: r.noise_floor for r in store.latest_coefficients(probe)}
+    print(format_leaderboard(leaders, noise, title=f"Task2Vec diversity leaderboard, probe {probe!r} (from DuckDB `latest_coefficients`)"))
+    print("\n" + presentation.verdict(leaders))
     real = [n for n, spec in registry.datasets.items() if not spec.is_synthetic and not spec.is_mixture and n in names]
     cross_rows = store.query(
         "SELECT dataset_a, dataset_b, value, ci_low, ci_high FROM latest_cross_coefficients WHERE probe = ? "
@@ -292,6 +297,7 @@ def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir
           f"results in {store.db_path}; run history: DAGSTER_HOME={home} dagster dev -h 127.0.0.1")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
-    if not cross.success:
-        print("failed: cross_diversity (see the run in `dagster dev`)", file=sys.stderr)
-    return 1 if failed or not cross.success else 0
+    for job, outcome in (("cross_diversity", cross), ("leaderboard", board)):
+        if not outcome.success:
+            print(f"failed: {job} (see the run in `dagster dev`)", file=sys.stderr)
+    return 1 if failed or not cross.success or not board.success else 0

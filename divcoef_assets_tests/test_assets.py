@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from divcoef_assets import checks
+from divcoef_assets.assets.snapshots import dataset_snapshot
 from divcoef_assets.definitions import ASSETS, build_definitions
 from divcoef_assets.jobs import AUDIT_ASSETS
 from divcoef_assets.partitions import dataset_probe_key
@@ -123,25 +124,31 @@ def test_new_snapshot_adds_history_and_cross_uses_stored_embeddings(env):
     assert store.query("SELECT count(*) FROM latest_coefficients WHERE dataset = ?", ["corpus-a"])[0][0] == 1
 
 
-def test_sensor_adds_new_datasets_and_requests_their_runs(env, tiny_gpt2_dir):
-    tmp_path, registry, _ = env
-    instance = dg.DagsterInstance.ephemeral()
+def test_sensor_adds_new_datasets_and_requests_runs_only_for_missing_or_changed_snapshots(env, tiny_gpt2_dir):
+    tmp_path, registry, instance = env
     resource = DivcoefResource(registry_path=str(registry))
-    context = dg.build_sensor_context(instance=instance, resources={"divcoef": resource})
-    result = registry_sensor(context)
-    added = {r.partitions_def_name: set(r.partition_keys) for r in result.dynamic_partitions_requests}
-    assert added == {"dataset": {"corpus-a", "lower-bound"}, "probe": {"tiny"}}
-    assert {r.partition_key for r in result.run_requests} == {dataset_probe_key("corpus-a", "tiny"), dataset_probe_key("lower-bound", "tiny")}
-    for request in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
 
-    unchanged = registry_sensor(dg.build_sensor_context(instance=instance, resources={"divcoef": resource}, cursor=result.cursor))
-    assert isinstance(unchanged, dg.SkipReason)
+    def tick():
+        return registry_sensor(dg.build_sensor_context(instance=instance, resources={"divcoef": resource}))
+
+    instance.delete_dynamic_partition("dataset", "corpus-a")
+    result = tick()
+    assert [(type(r).__name__, r.partitions_def_name, set(r.partition_keys)) for r in result.dynamic_partitions_requests] == [
+        ("AddDynamicPartitionsRequest", "dataset", {"corpus-a"}), ("DeleteDynamicPartitionsRequest", "dataset", {"corpus-b"})]
+    assert {r.partition_key for r in result.run_requests} == {dataset_probe_key("corpus-a", "tiny"), dataset_probe_key("lower-bound", "tiny")}
+    assert {r.run_key for r in tick().run_requests} == {r.run_key for r in result.run_requests}  # one key per source version
+    instance.add_dynamic_partitions("dataset", ["corpus-a"])
+    instance.delete_dynamic_partition("dataset", "corpus-b")
+    defs = build_definitions(registry_path=str(registry), data_dir=str(tmp_path / "data"), db_path=str(tmp_path / "r.duckdb"))
+    for name in ("corpus-a", "lower-bound"):  # a snapshot is what the sensor compares with
+        assert dg.materialize([dataset_snapshot], partition_key=str(dataset_probe_key(name, "tiny")), instance=instance,
+                              resources=dict(defs.resources)).success
+    assert isinstance(tick(), dg.SkipReason)
 
     reg = yaml.safe_load(registry.read_text())
     reg["datasets"]["corpus-b"] = {"source": "files", "path": "b.jsonl"}
     registry.write_text(yaml.safe_dump(reg))
-    later = registry_sensor(dg.build_sensor_context(instance=instance, resources={"divcoef": resource}, cursor=result.cursor))
+    later = tick()
     assert [r.partition_key for r in later.run_requests] == [dataset_probe_key("corpus-b", "tiny")]
     assert [set(r.partition_keys) for r in later.dynamic_partitions_requests] == [{"corpus-b"}]
 

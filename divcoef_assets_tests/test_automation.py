@@ -75,6 +75,8 @@ def test_weekly_reaudit_requests_a_run_only_for_a_corpus_that_changed(tmp_path, 
 
 
 def test_registry_sensor_deletes_the_partitions_of_removed_datasets_and_probes(tmp_path, tiny_gpt2_dir):
+    _corpus(tmp_path / "a.jsonl", ["red", "green", "blue"])
+    _corpus(tmp_path / "b.jsonl", ["one", "two", "three", "four"])
     registry = _registry(tmp_path, tiny_gpt2_dir, ["a", "b"])
     resource = DivcoefResource(registry_path=str(registry))
     instance = dg.DagsterInstance.ephemeral()
@@ -91,8 +93,8 @@ def test_registry_sensor_deletes_the_partitions_of_removed_datasets_and_probes(t
 
     registry.write_text(registry.read_text().replace("  b:\n    path: b.jsonl\n    source: files\n", ""))
     assert "b.jsonl" not in registry.read_text()
-    later = registry_sensor(dg.build_sensor_context(instance=instance, resources={"divcoef": resource}, cursor=result.cursor))
+    later = registry_sensor(dg.build_sensor_context(instance=instance, resources={"divcoef": resource}))
     assert [(type(r), r.partitions_def_name, list(r.partition_keys)) for r in later.dynamic_partitions_requests] == [
         (dg.DeleteDynamicPartitionsRequest, "dataset", ["b"])
     ]
-    assert later.run_requests == []
+    assert [r.partition_key for r in later.run_requests] == [dataset_probe_key("a", "tiny")]  # never snapshotted
