@@ -257,9 +257,15 @@ def leaderboard_rows(probe: str, board: lb.Leaderboard) -> list[LeaderboardRow]:
                            r.group, r.tied_with, r.position) for r in (*board.corpora, *board.calibration)]
 
 
-def leaderboard_chart(probe: str, board: lb.Leaderboard) -> str:
+def leaderboard_title(probe: str) -> str:
+    return f"probe {probe}: real corpora, coloured by tied group"
+
+
+def leaderboard_png(probe: str, board: lb.Leaderboard) -> bytes:
     """The real corpora's coefficients with intervals, most diverse on top, coloured by tied group."""
-    title = f"probe {probe}: real corpora, coloured by tied group"
-    png = plots.ranked_bars([plots.Ranked(r.entry.dataset, r.entry.value, r.entry.ci_low, r.entry.ci_high, None, group=r.group)
-                             for r in board.corpora], title=title)
-    return md.image(title, png)
+    return plots.ranked_bars([plots.Ranked(r.entry.dataset, r.entry.value, r.entry.ci_low, r.entry.ci_high, None, group=r.group)
+                              for r in board.corpora], title=leaderboard_title(probe))
+
+
+def leaderboard_chart(probe: str, board: lb.Leaderboard) -> str:
+    return md.image(leaderboard_title(probe), leaderboard_png(probe, board))

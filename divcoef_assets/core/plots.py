@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 DPI = 100
 MIN_WIDTH_PX = 900
-_WIDTH = 10.0  # inches: 1000 px at DPI, a little less after the tight crop
+_WIDTH = 10.0  # inches: 1000 px at DPI
 SMALL, LABEL, TITLE = 10, 11, 13  # font sizes (pt)
 _CMAP = "viridis"
 
@@ -62,8 +62,10 @@ class TrendPoint:
 
 
 def _png(fig) -> bytes:
+    """The whole figure (its full width: no tight crop), laid out to leave room for a bottom note."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    fig.tight_layout(rect=(0, 0.035, 1, 1))
+    fig.savefig(buffer, format="png", dpi=DPI)
     plt.close(fig)
     return buffer.getvalue()
 
@@ -236,6 +238,6 @@ def ranked_bars(rows: Sequence[Ranked], *, title: str = "", highlight: str | Non
     ax.set_yticks(y, [r.label for r in rows], fontsize=LABEL)
     ax.tick_params(axis="x", labelsize=SMALL)
     ax.set_xlabel("diversity coefficient (95% interval)", fontsize=LABEL)
-    ax.legend(fontsize=SMALL, loc="lower right")
+    ax.legend(fontsize=SMALL, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the bars, never over them
     ax.set_title(title, fontsize=TITLE)
     return _png(fig)
