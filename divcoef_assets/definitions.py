@@ -63,6 +63,10 @@ def build_definitions(
         sensors=[registry_sensor, refresh_sensor],
         schedules=[weekly_reaudit],
         resources={"divcoef": divcoef, "io_manager": RecordIOManager(base_dir=records)},
+        # Every step of a run in the run's own process: a partition's steps run one after the other
+        # anyway, and the default multiprocess executor would import torch again for each of them.
+        # Pools still apply (the in-process executor takes its slots from the instance).
+        executor=dg.in_process_executor,
     )
 
 
