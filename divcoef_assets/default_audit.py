@@ -82,6 +82,41 @@ def _run_tags() -> dict[str, str]:
     return {AUDIT_TAG: "default", PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
 
 
+DEFINITIONS_MODULE = "divcoef_assets.definitions"
+
+
+def job_origin(job_name: str):
+    """The origin a run of `job_name` gets when `dagster dev` launches it from the project's code
+    location (workspace.yaml: the module `divcoef_assets.definitions`, repository `__repository__`).
+    Runs of `divcoef audit` carry it too, so the UI lists them with the location's other runs (the
+    Overview timeline shows only runs with an origin)."""
+    from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    from divcoef_assets.registry import REPO_ROOT
+
+    target = LoadableTargetOrigin(executable_path=sys.executable, module_name=DEFINITIONS_MODULE, working_directory=str(REPO_ROOT))
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(target)  # named after the module, as workspace.yaml names it
+    return RemoteRepositoryOrigin(location, "__repository__").get_job_origin(job_name)
+
+
+@contextmanager
+def _runs_with_origin(instance):
+    """While active, every run `instance` creates for a job gets `job_origin` (`execute_in_process`
+    takes no origin of its own)."""
+    create = instance.create_run_for_job
+
+    def with_origin(job_def, **kwargs):
+        kwargs.setdefault("remote_job_origin", job_origin(job_def.name))
+        return create(job_def, **kwargs)
+
+    instance.create_run_for_job = with_origin
+    try:
+        yield instance
+    finally:
+        del instance.create_run_for_job
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -211,7 +246,6 @@ def run_default_audit(*, dagster_home: str | None = None, datasets: list[str] | 
 
 def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir, db_path, cache_dir, probe, log_level) -> int:
     from divcoef_assets.definitions import build_definitions
-    from divcoef_assets.partitions import DATASET_DIMENSION, PROBE_DIMENSION, dataset_probe_key
     from divcoef_assets.pipeline import bounds_first
 
     started = time.perf_counter()
@@ -233,6 +267,13 @@ def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir
         raise ValueError(f"not registered: {unknown}; known datasets: {list(registry.datasets)}")
     names = bounds_first(registry, names)
     instance, home = _instance(dagster_home)
+    with _runs_with_origin(instance):
+        return _run_jobs(stop, defs, divcoef, registry, instance, home, names, probe, run_options, started)
+
+
+def _run_jobs(stop, defs, divcoef, registry, instance, home, names, probe, run_options, started) -> int:
+    from divcoef_assets.partitions import DATASET_DIMENSION, PROBE_DIMENSION, dataset_probe_key
+
     instance.add_dynamic_partitions(DATASET_DIMENSION, [n for n in registry.datasets if not instance.has_dynamic_partition(DATASET_DIMENSION, n)])
     # Only the probe being audited gets a partition: the catalog shows no "missing" partitions for
     # registered probes nobody has asked to run (the registry sensor adds all of them when turned on).
