@@ -10,7 +10,7 @@ Runs, against a persistent Dagster instance (`data/dagster_home` unless `DAGSTER
    time; cached afterwards);
 2. `audit` job for each dataset|probe partition, one run each, in registry order but the
    lower- and upper-bound datasets first (the other datasets' bounds checks compare with them);
-3. `cross_audit` job for the probe, then the `leaderboard` job;
+3. `cross_audit` job for the probe, then the `refresh_leaderboard` job;
 
 then prints the leaderboard *read back from DuckDB* (so the table is the stored records), in the
 order of the UI and the report: real corpora most diverse first with tied groups, then the
@@ -82,22 +82,30 @@ def _run_tags() -> dict[str, str]:
     return {AUDIT_TAG: "default", PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
 
 
-DEFINITIONS_MODULE = "divcoef_assets.definitions"
+def code_location() -> tuple[str, str]:
+    """(module, code location name) of the project as `dagster dev` run in its folder loads it:
+    pyproject.toml's `[tool.dagster]` `module_name` and `code_location_name`."""
+    import tomllib
+
+    from divcoef_assets.registry import REPO_ROOT
+
+    settings = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["dagster"]
+    return settings["module_name"], settings.get("code_location_name", settings["module_name"])
 
 
 def job_origin(job_name: str):
-    """The origin a run of `job_name` gets when `dagster dev` launches it from the project's code
-    location (workspace.yaml: the module `divcoef_assets.definitions`, repository `__repository__`).
-    Runs of `divcoef audit` carry it too, so the UI lists them with the location's other runs (the
-    Overview timeline shows only runs with an origin)."""
+    """The origin a run of `job_name` gets when `dagster dev` (in the project's folder) launches it
+    from the project's code location, repository `__repository__`. Runs of `divcoef audit` carry it
+    too, so the UI lists them with the location's other runs (the Overview timeline shows only runs
+    with an origin)."""
     from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
     from divcoef_assets.registry import REPO_ROOT
 
-    target = LoadableTargetOrigin(executable_path=sys.executable, module_name=DEFINITIONS_MODULE, working_directory=str(REPO_ROOT))
-    location = ManagedGrpcPythonEnvCodeLocationOrigin(target)  # named after the module, as workspace.yaml names it
-    return RemoteRepositoryOrigin(location, "__repository__").get_job_origin(job_name)
+    module, name = code_location()
+    target = LoadableTargetOrigin(executable_path=sys.executable, module_name=module, working_directory=str(REPO_ROOT))
+    return RemoteRepositoryOrigin(ManagedGrpcPythonEnvCodeLocationOrigin(target, name), "__repository__").get_job_origin(job_name)
 
 
 @contextmanager
@@ -313,7 +321,7 @@ def _run_jobs(stop, defs, divcoef, registry, instance, home, names, probe, run_o
         print("cross_diversity was " + ("computed" if cross.success else "stopped"), flush=True)
         return _interrupted(stop.received(), names, done, None)
 
-    board = defs.resolve_job_def("leaderboard").execute_in_process(instance=instance, **run_options)
+    board = defs.resolve_job_def("refresh_leaderboard").execute_in_process(instance=instance, **run_options)
     if stop.received():
         return _interrupted(stop.received(), names, done, None)
 

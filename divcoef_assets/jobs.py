@@ -23,7 +23,7 @@ probe_job = dg.define_asset_job(
 )
 
 leaderboard_job = dg.define_asset_job(
-    "leaderboard",
+    "refresh_leaderboard",
     selection=dg.AssetSelection.assets("leaderboard"),
     description="Every probe's leaderboard: real corpora with intervals, tied groups and place between the bounds.",
 )

@@ -207,3 +207,16 @@ def test_mixtures_of_the_same_components_do_not_share_embeddings(env):
     assert _record(mix, "dataset_snapshot").content_fingerprint == _record(blocks, "dataset_snapshot").content_fingerprint
     assert _record(mix, "dataset_snapshot").fingerprint != _record(blocks, "dataset_snapshot").fingerprint
     assert _record(blocks, "task2vec_embeddings").n_computed == 4  # nothing borrowed from "mix"
+
+
+def test_the_definitions_load_as_the_ui_loads_them():
+    """The repository the code location builds (job and asset names must not collide), its sensors
+    on by default: registering a dataset and refreshing after a coefficient need no click."""
+    repo = build_definitions().get_repository_def()
+    assert {j.name for j in repo.get_all_jobs()} >= {"audit", "cross_audit", "probe", "refresh_leaderboard"}
+    sensors = {s.name: s for s in repo.sensor_defs}
+    assert set(sensors) == {"registry_sensor", "refresh_after_coefficients"}
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
+    graph = repo.asset_graph
+    automated = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).automation_condition is not None}
+    assert automated == {"cross_diversity", "leaderboard"}

@@ -96,6 +96,6 @@ def test_only_the_audited_probe_gets_a_partition(audited):
         assert sorted(instance.get_dynamic_partitions("probe")) == ["other", "tiny"]  # not "unused"
         assert sorted(instance.get_dynamic_partitions("dataset")) == DATASETS
         runs = instance.get_runs()
-        assert runs and all(r.remote_job_origin is not None and r.remote_job_origin.location_name == "divcoef_assets.definitions"
+        assert runs and all(r.remote_job_origin is not None and r.remote_job_origin.location_name == "divcoef_assets"
                             and r.remote_job_origin.repository_origin.repository_name == "__repository__" for r in runs)
-        assert {r.job_name for r in runs} >= {"probe", "audit", "cross_audit", "leaderboard"}
+        assert {r.job_name for r in runs} >= {"probe", "audit", "cross_audit", "refresh_leaderboard"}

@@ -74,7 +74,7 @@ def audit(tmp_path_factory, tiny_gpt2_dir):
     for name in ("corpus-a", "cat", "lower-bound"):
         a.metadata.update(a.run("audit", dataset_probe_key(name, "tiny")))
     a.metadata.update(a.run("cross_audit", "tiny"))
-    a.metadata.update(a.run("leaderboard", None))
+    a.metadata.update(a.run("refresh_leaderboard", None))
     a.reports_off = a.run("audit", dataset_probe_key("corpus-a", "tiny"), reports=False)
     return a
 
