@@ -177,3 +177,33 @@ def test_readme_command_lines_parse():
     assert len(lines) >= 3
     for line in lines:
         build_parser().parse_args(shlex.split(line)[1:])  # an unknown flag exits (fails the test)
+
+
+def _yaml_blocks() -> list[str]:
+    return [textwrap.dedent(b) for b in re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S)]
+
+
+def test_readme_yaml_blocks_load(tmp_path):
+    """The registering example merged into a copy of the shipped registry loads (with the files it
+    names present), and the Ray run config is valid for the audit job; the PostgreSQL block is the
+    instance storage a deployment writes (needs a server: not run)."""
+    from divcoef_assets.registry import load_registry
+
+    registering, postgres, run_config = _yaml_blocks()
+    example = yaml.safe_load(registering)
+    shipped = yaml.safe_load((README.parent / "data" / "registry.yaml").read_text())
+    for section in ("datasets", "probes"):
+        shipped[section].update(example[section])
+    shipped.pop("allowed_roots")
+    shipped["probes"]["local-gpt2"]["model"] = shipped["probes"]["local-gpt2"]["tokenizer"] = str(README.parent / "data" / "probes" / "local-gpt2")
+    (tmp_path / "corpora").mkdir()
+    (tmp_path / "corpora" / "mine.jsonl").write_text('{"text": "a document"}\n')
+    for name, spec in shipped["datasets"].items():
+        if spec.get("source") == "files" and name not in example["datasets"]:
+            spec["path"] = str(README.parent / "data" / spec["path"])  # the shipped corpora, where they are
+    (tmp_path / "registry.yaml").write_text(yaml.safe_dump(shipped))
+    registry = load_registry(tmp_path / "registry.yaml")
+    assert set(example["datasets"]) <= set(registry.datasets) and registry.probe("my-probe").batch_size == 128
+    assert registry.dataset("my-mix").source.components == ("bible", "jargon")
+    assert "postgres" in yaml.safe_load(postgres)["storage"]
+    assert dg.validate_run_config(build_definitions().resolve_job_def("audit"), yaml.safe_load(run_config))
