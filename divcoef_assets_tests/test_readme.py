@@ -164,6 +164,9 @@ def test_readme_python_and_command_line_examples_run_as_written(tmp_path, monkey
         assert done.returncode == 0, (block, done.stdout[-2000:], done.stderr[-3000:])
         printed.append(done.stdout + done.stderr)
     assert "Real corpora, most diverse first" in printed[0] and "RUN_SUCCESS" in printed[1]
+    for line in _bash_block(".venv/bin/divcoef register").splitlines():  # into the tiny registry
+        assert main(shlex.split(line)[1:]) == 0, capsys.readouterr().err[-2000:]
+    assert "my-notes:" in Path(os.environ["DIVCOEF_REGISTRY"]).read_text()
 
 
 def test_readme_command_lines_parse():
