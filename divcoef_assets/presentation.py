@@ -129,12 +129,6 @@ def ranking_table(records: Sequence[CoefficientRecord]) -> md.Table:
         for k, r in enumerate(ranked(records), start=1)))
 
 
-def ranking_chart(records: Sequence[CoefficientRecord], *, title: str, highlight: str | None = None) -> str:
-    png = plots.ranked_bars([plots.Ranked(r.dataset, r.value, r.ci_low, r.ci_high, r.noise_floor) for r in records],
-                            title=title, highlight=highlight)
-    return md.image(title, png)
-
-
 def cross_matrix(pairs: Sequence[CrossCoefficientRecord], own: dict[str, CoefficientRecord]) -> tuple[list[str], np.ndarray, list[list[str]]]:
     """Names, the [k, k] matrix (own diversity on the diagonal, NaN where not measured) and the
     same cells as 'value [low, high]' text, the diagonal marked '(own)' (plain text: Dagster's

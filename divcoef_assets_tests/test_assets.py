@@ -212,7 +212,8 @@ def test_mixtures_of_the_same_components_do_not_share_embeddings(env):
 def test_the_definitions_load_as_the_ui_loads_them():
     """The repository the code location builds (job and asset names must not collide), its sensors
     on by default: registering a dataset and refreshing after a coefficient need no click."""
-    repo = build_definitions().get_repository_def()
+    with dg.instance_for_test():  # a live instance: loading definitions reads its state storage
+        repo = build_definitions().get_repository_def()
     assert {j.name for j in repo.get_all_jobs()} >= {"audit", "cross_audit", "probe", "refresh_leaderboard"}
     sensors = {s.name: s for s in repo.sensor_defs}
     assert set(sensors) == {"registry_sensor", "refresh_after_coefficients"}

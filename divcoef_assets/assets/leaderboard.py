@@ -14,7 +14,7 @@ in progress), while `dagster dev` (its daemon) runs.
 import dagster as dg
 
 from divcoef_assets import presentation
-from divcoef_assets.assets.common import GROUP, table_metadata
+from divcoef_assets.assets.common import CHAIN_VERSION, GROUP, table_metadata
 from divcoef_assets.records import LeaderboardRecord, LeaderboardRow
 from divcoef_assets.resources import DivcoefResource
 
@@ -26,7 +26,7 @@ REFRESH = (
 
 
 @dg.asset(
-    group_name=GROUP, kinds={"duckdb"}, deps=["diversity_coefficient"], automation_condition=REFRESH,
+    group_name=GROUP, kinds={"duckdb"}, deps=["diversity_coefficient"], automation_condition=REFRESH, code_version=CHAIN_VERSION,
     description="Per probe: the real corpora most diverse first, each with its 95% interval, its statistically tied group "
     "(pairwise tests of the difference with the batches' jackknife) and its position between the lower (0) and upper (1) "
     "bound datasets; the calibration sets (bounds, GINC, mixtures) in a separate table. From DuckDB `latest_coefficients`.",

@@ -10,7 +10,7 @@
 - `cross_heatmap`: cross-diversity of every pair of datasets, each dataset's own diversity on the
   diagonal.
 - `coefficient_trend`: a dataset's coefficient with its interval over its snapshots.
-- `ranked_bars`: every audited dataset's coefficient with interval and noise floor, ranked.
+- `ranked_bars`: coefficients with their intervals (and noise floors), ranked, coloured by tied group when given.
 
 Every function is pure: arrays and labels in, PNG bytes out (matplotlib's Agg backend, no display).
 Figures are at least `MIN_WIDTH_PX` wide with labels of at least 10 pt, so they read at full size
@@ -214,10 +214,10 @@ def coefficient_trend(points: Sequence[TrendPoint], *, title: str = "") -> bytes
     return _png(fig)
 
 
-def ranked_bars(rows: Sequence[Ranked], *, title: str = "", highlight: str | None = None) -> bytes:
+def ranked_bars(rows: Sequence[Ranked], *, title: str = "") -> bytes:
     """Horizontal bars of every row's value, highest on top, with its interval and noise floor;
     rows with a tied group get that group's colour (and a legend entry)."""
-    rows = sorted(rows, key=lambda r: (r.value, r.label), reverse=True)[::-1]
+    rows = sorted(rows, key=lambda r: (r.value, r.label))  # bottom to top: the highest on top
     fig, ax = plt.subplots(figsize=(_WIDTH, 1.5 + 0.4 * max(len(rows), 3)))
     y = np.arange(len(rows))
     values = np.array([r.value for r in rows])
@@ -230,8 +230,7 @@ def ranked_bars(rows: Sequence[Ranked], *, title: str = "", highlight: str | Non
             ax.barh(y[idx], values[idx], xerr=[(values - low)[idx], (high - values)[idx]], color=palette((group - 1) % 10),
                     capsize=3, alpha=0.85, label=f"tied group {group}")
     else:
-        colors = ["tab:orange" if r.label == highlight else "tab:blue" for r in rows]
-        ax.barh(y, values, xerr=[values - low, high - values], color=colors, capsize=3, alpha=0.85, label="coefficient")
+        ax.barh(y, values, xerr=[values - low, high - values], color="tab:blue", capsize=3, alpha=0.85, label="coefficient")
     floors = [(k, r.noise_floor) for k, r in enumerate(rows) if r.noise_floor is not None]
     if floors:
         ax.scatter([f for _, f in floors], [k for k, _ in floors], marker="|", s=120, color="red", label="noise floor", zorder=3)
