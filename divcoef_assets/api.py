@@ -112,6 +112,17 @@ def _padding_mask(tokens: np.ndarray, pad_id: int) -> np.ndarray:
     return (np.arange(tokens.shape[1])[None, :] < last_real[:, None]).astype(np.int64)
 
 
+def _check_ids(ids: np.ndarray, vocab_size: int, probe: str) -> None:
+    """Refuse token ids outside the probe's vocabulary before any work, naming the first one."""
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"tokens must be integer token ids, got dtype {ids.dtype}")
+    bad = np.argwhere((ids < 0) | (ids >= vocab_size))
+    if bad.size:
+        row, column = (int(v) for v in bad[0])
+        raise ValueError(f"token ids outside the probe's vocabulary of {vocab_size} (probe {probe!r}): tokens[{row}, {column}] = "
+                         f"{int(ids[row, column])}, {len(bad)} such ids in all; use the probe's tokenizer, or ids in [0, {vocab_size})")
+
+
 def diversity_coefficient(
     texts: Iterable[str] | None = None,
     *,
@@ -145,7 +156,9 @@ def diversity_coefficient(
         ids = np.asarray(tokens)
         if ids.ndim != 2:
             raise ValueError(f"tokens must be a 2-D [n, seq_len] array of token ids, got shape {ids.shape}")
-        mask = _padding_mask(ids, load_tokenizer(config.tokenizer).pad_id) if attention_mask is None else np.asarray(attention_mask)
+        tokenizer = load_tokenizer(config.tokenizer)
+        _check_ids(ids, tokenizer.vocab_size, config.name)
+        mask = _padding_mask(ids, tokenizer.pad_id) if attention_mask is None else np.asarray(attention_mask)
         if mask.shape != ids.shape:
             raise ValueError(f"attention_mask {mask.shape} must have the shape of tokens {ids.shape}")
         spec = DatasetSpec(name=name, source=parse_source("synthetic", {"kind": "upper_bound", "n_sequences": int(ids.shape[0])}),

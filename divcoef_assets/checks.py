@@ -1,31 +1,8 @@
-"""Asset checks of `diversity_coefficient`: properties of a new coefficient that the computation
-does not guarantee, tracked per `dataset|probe` partition.
+"""Asset checks of `diversity_coefficient`, tracked per `dataset|probe` partition: the rules of
+`check_rules` (what each check means, when it is not evaluated) as Dagster check specs and results.
 
-Properties that upstream code already guarantees (finite embeddings: the engine raises on NaN; a
-symmetric zero-diagonal matrix: `pdist` builds one; a coefficient in [0, 1]: the distance is
-bounded) are not checked: a check that cannot fail says nothing. What is checked can fail on
-real data:
-
-- `noise_floor_below_a_third`: the noise floor is at most a third of the coefficient (else the
-  number is mostly estimator noise);
-- `between_bound_datasets`: the coefficient lies between the registry's lower- and upper-bound
-  datasets' coefficients;
-- `drift_from_previous_snapshot`: it moved by no more than its interval's half-width since the
-  dataset's previous snapshot.
-
-Bounds and drift compare only rows measured with the same instrument (`pipeline.comparable`: same
-probe settings and weights, estimator and distance).
-
-A check that has nothing to compare with yields no result, so the UI shows it as not evaluated
-for that partition rather than passed: no noise repeats configured, a first snapshot, no interval,
-or a bound dataset not yet audited with these settings. Audit order therefore never turns a
-bounds check into a pass: it is evaluated against both bounds or not at all (a check evaluated
-against a missing bound would pass whatever the value). `divcoef audit` audits the bound datasets
-first so that every other dataset of the run is evaluated; a dataset audited before its bounds in
-another run keeps "not evaluated" until it is audited again.
-
-Each result's description names the dataset and the numbers that decided it; its metadata holds
-the same numbers.
+A check that has nothing to compare with, or that a calibration set is exempt from, yields no
+result, so the UI shows it as not evaluated for that partition rather than passed.
 
 Dagster logs every selected check an op did not report as "did not yield or return expected
 outputs"; for a check that was not evaluated (logged with its reason) that line is a false alarm,
@@ -36,31 +13,17 @@ from __future__ import annotations
 
 import ast
 import logging
-import math
 import re
 import warnings
-from dataclasses import dataclass
 
 import dagster as dg
 
+from divcoef_assets import check_rules
+from divcoef_assets.check_rules import COEFFICIENT_BETWEEN_BOUNDS, COEFFICIENT_DRIFT, MAX_NOISE_SHARE, NOISE_SHARE, NotEvaluated
 from divcoef_assets.pipeline import Neighbours
 from divcoef_assets.storage import CoefficientRecord
 
-NOISE_SHARE = "noise_floor_below_a_third"
-COEFFICIENT_BETWEEN_BOUNDS = "between_bound_datasets"
-COEFFICIENT_DRIFT = "drift_from_previous_snapshot"
-MAX_NOISE_SHARE = 1 / 3
-
-_DESCRIPTIONS = {
-    NOISE_SHARE: "Fails when the noise floor (mean distance between repeated embeddings of one batch) is above "
-    "a third of the coefficient: the number is then mostly estimator noise. Not evaluated without noise repeats.",
-    COEFFICIENT_BETWEEN_BOUNDS: "Fails when the coefficient is below the registry's lower_bound dataset's or above its "
-    "upper_bound dataset's, both measured with the same probe settings, weights, estimator and distance. Not "
-    "evaluated until both bound datasets have been audited with those settings, nor for the bound datasets.",
-    COEFFICIENT_DRIFT: "Fails when the coefficient moved by more than its 95% interval's half-width since the "
-    "dataset's previous snapshot measured with the same probe settings, weights, estimator and distance. Not "
-    "evaluated on a first snapshot or without an interval.",
-}
+__all__ = ["COEFFICIENT_BETWEEN_BOUNDS", "COEFFICIENT_DRIFT", "MAX_NOISE_SHARE", "NOISE_SHARE", "NotEvaluated", "check_specs", "evaluate", "quiet_not_evaluated"]
 
 
 def check_specs(asset: str, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
@@ -69,81 +32,14 @@ def check_specs(asset: str, partitions_def: dg.PartitionsDefinition) -> list[dg.
         # Partitioned check specs are a preview feature of Dagster 1.13; the warning is its label.
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return [dg.AssetCheckSpec(name, asset=asset, description=text, partitions_def=partitions_def)
-                for name, text in _DESCRIPTIONS.items()]
+                for name, text in check_rules.DESCRIPTIONS.items()]
 
 
-@dataclass(frozen=True)
-class NotEvaluated:
-    """A check with nothing to compare with, and why (logged; no result is reported)."""
-
-    check_name: str
-    reason: str
-
-
-Outcome = dg.AssetCheckResult | NotEvaluated
-
-
-def _g(x: float) -> str:
-    return f"{x:.4g}"
-
-
-def check_noise(record: CoefficientRecord) -> Outcome:
-    if record.noise_floor is None:
-        return NotEvaluated(NOISE_SHARE, f"{record.dataset}: no noise floor measured (noise_repeats: 0)")
-    share = record.noise_floor / record.value if record.value > 0 else math.inf
-    passed = share <= MAX_NOISE_SHARE
-    return dg.AssetCheckResult(
-        check_name=NOISE_SHARE, passed=bool(passed), severity=dg.AssetCheckSeverity.WARN,
-        metadata={"value": record.value, "noise_floor": record.noise_floor, "noise_share": share if math.isfinite(share) else -1.0,
-                  "max_noise_share": MAX_NOISE_SHARE},
-        description=(
-            f"{record.dataset}: noise floor {_g(record.noise_floor)} is {share:.2f} of the coefficient {_g(record.value)}"
-            + ("" if passed else f", above {MAX_NOISE_SHARE:.2f}: use a lower-variance estimator or larger batches")
-        ),
-    )
-
-
-def check_bounds(record: CoefficientRecord, near: Neighbours) -> Outcome:
-    fp = record.probe_fingerprint[:12]
-    if record.dataset in (near.lower_name, near.upper_name):
-        return NotEvaluated(COEFFICIENT_BETWEEN_BOUNDS, f"{record.dataset} is itself a bound dataset")
-    unregistered = [kind for kind, name in (("lower_bound", near.lower_name), ("upper_bound", near.upper_name)) if name is None]
-    if unregistered:
-        return NotEvaluated(COEFFICIENT_BETWEEN_BOUNDS, f"the registry has no {' or '.join(unregistered)} dataset")
-    lower, upper = near.lower_bound, near.upper_bound
-    if lower is None or upper is None:
-        missing = [name for name, row in ((near.lower_name, lower), (near.upper_name, upper)) if row is None]
-        return NotEvaluated(COEFFICIENT_BETWEEN_BOUNDS, f"bound dataset(s) {', '.join(map(str, missing))} not audited yet "
-                            f"with probe '{record.probe}' at fingerprint {fp}; audit them, then {record.dataset} again")
-    below, above = record.value < lower.value, record.value > upper.value
-    verdict = (f"below the lower bound {lower.dataset} = {_g(lower.value)}" if below
-               else f"above the upper bound {upper.dataset} = {_g(upper.value)}" if above
-               else f"between {lower.dataset} = {_g(lower.value)} and {upper.dataset} = {_g(upper.value)}")
-    return dg.AssetCheckResult(
-        check_name=COEFFICIENT_BETWEEN_BOUNDS, passed=not (below or above), severity=dg.AssetCheckSeverity.WARN,
-        metadata={"value": record.value, "lower_bound": lower.value, "upper_bound": upper.value,
-                  "lower_bound_dataset": lower.dataset, "upper_bound_dataset": upper.dataset, "probe_fingerprint": record.probe_fingerprint},
-        description=f"{record.dataset} = {_g(record.value)} is {verdict} (probe '{record.probe}', fingerprint {fp})",
-    )
-
-
-def check_drift(record: CoefficientRecord, near: Neighbours) -> Outcome:
-    previous = near.previous
-    if previous is None:
-        return NotEvaluated(COEFFICIENT_DRIFT, f"{record.dataset}: first snapshot measured with these probe settings")
-    if record.ci_low is None or record.ci_high is None:
-        return NotEvaluated(COEFFICIENT_DRIFT, f"{record.dataset}: no interval to compare the change with")
-    half = (record.ci_high - record.ci_low) / 2
-    moved = abs(record.value - previous.value)
-    passed = moved <= half
-    return dg.AssetCheckResult(
-        check_name=COEFFICIENT_DRIFT, passed=bool(passed), severity=dg.AssetCheckSeverity.WARN,
-        metadata={"value": record.value, "previous": previous.value, "moved": moved, "interval_half_width": half,
-                  "previous_snapshot": previous.snapshot_fingerprint, "snapshot": record.snapshot_fingerprint},
-        description=(f"{record.dataset}: {_g(previous.value)} (snapshot {previous.snapshot_fingerprint[:12]}) -> {_g(record.value)} "
-                     f"(snapshot {record.snapshot_fingerprint[:12]}): moved {_g(moved)}, "
-                     + ("within" if passed else "more than") + f" the interval half-width {_g(half)}"),
-    )
+def evaluate(record: CoefficientRecord, near: Neighbours) -> list[dg.AssetCheckResult | NotEvaluated]:
+    """Every check of a new coefficient, in declaration order, as Dagster results (WARN severity)."""
+    return [outcome if isinstance(outcome, NotEvaluated) else dg.AssetCheckResult(
+        check_name=outcome.check_name, passed=outcome.passed, severity=dg.AssetCheckSeverity.WARN,
+        metadata=outcome.metadata, description=outcome.description) for outcome in check_rules.evaluate(record, near)]
 
 
 _OMITTED = re.compile(r"did not yield or return expected outputs (\{[^}]*\})")
@@ -174,8 +70,3 @@ def quiet_not_evaluated(context: dg.AssetExecutionContext, check_names: set[str]
         outputs = frozenset(context.assets_def.get_output_name_for_asset_check_key(dg.AssetCheckKey(context.asset_key, name))
                             for name in check_names)
         context.log.addFilter(_DropNotEvaluated(outputs))
-
-
-def evaluate(record: CoefficientRecord, near: Neighbours) -> list[Outcome]:
-    """Every check of a new coefficient, in declaration order."""
-    return [check_noise(record), check_bounds(record, near), check_drift(record, near)]

@@ -9,6 +9,7 @@
     divcoef audit --ray 127.0.0.1:6379  # ... with the embeddings on a Ray cluster (or DIVCOEF_RAY_ADDRESS)
     divcoef report --out report.html   # every result in one self-contained HTML file
     divcoef report --markdown          # the baseline table with rank correlations
+    divcoef register my-corpus corpora/my.jsonl --format jsonl   # check a dataset, add it to the registry
 
 Files are JSON Lines, Parquet, CSV or plain text (one document per line), or a glob of them;
 `--text-column` names the field that holds the text. Results print as a table, or as JSON with
@@ -84,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute the embeddings on the Ray cluster at ADDRESS (ray://head:10001, or head:6379 on a node "
                         "of the cluster; default $DIVCOEF_RAY_ADDRESS; unset: in this process)")
 
+    p = sub.add_parser("register", help="check a text dataset and add it to the registry (data/registry.yaml or $DIVCOEF_REGISTRY)")
+    p.add_argument("name", help="dataset key: lowercase letters, digits, - and _")
+    p.add_argument("path", help="file or glob (relative to the current folder; written relative to the registry's folder)")
+    p.add_argument("--format", choices=["jsonl", "parquet", "csv", "text"], help="default: from the file suffix")
+    p.add_argument("--text-column", default="text", help="field holding the text (JSONL/Parquet/CSV)")
+    p.add_argument("--description", default="", help="what the dataset is")
+    p.add_argument("--registry", help="registry file (default $DIVCOEF_REGISTRY or data/registry.yaml)")
+
     p = sub.add_parser("report", help="write every audited result as one self-contained HTML file")
     p.add_argument("--db", help="results database (default $DIVCOEF_DB or data/divcoef.duckdb)")
     p.add_argument("--out", default="divcoef-report.html", help="HTML file to write (default: divcoef-report.html)")
@@ -150,6 +159,19 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register(args: argparse.Namespace) -> int:
+    from divcoef_assets.register import register
+
+    done = register(args.name, args.path, fmt=args.format, text_column=args.text_column, description=args.description,
+                    registry_path=args.registry)
+    print(f"registered {done.name} in {done.registry}: {done.entry['path']} ({done.n_documents} documents)")
+    if done.n_documents < done.batch_size:
+        print(f"warning: {done.n_documents} documents is fewer than one batch of the default probe ({done.batch_size}); "
+              "its audit will fail until the dataset has more documents", file=sys.stderr)
+    print("audit it: `divcoef audit --datasets " + done.name + "`, or with `dagster dev` running the registry sensor requests its run")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -160,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             return _report(args)
+        if args.command == "register":
+            return _register(args)
         from divcoef_assets.threads import configure_torch_threads
 
         configure_torch_threads()

@@ -11,9 +11,11 @@ Runs, against a persistent Dagster instance (`data/dagster_home` unless `DAGSTER
    time; cached afterwards);
 2. `audit` job for each dataset|probe partition, one run each, in registry order but the
    lower- and upper-bound datasets first (the other datasets' bounds checks compare with them);
-3. `cross_audit` job for the probe;
+3. `cross_audit` job for the probe, then the `refresh_leaderboard` job;
 
-then prints the coefficients *read back from DuckDB* (so the table is the stored records).
+then prints the leaderboard *read back from DuckDB* (so the table is the stored records), in the
+order of the UI and the report: real corpora most diverse first with tied groups, then the
+calibration sets.
 Datasets that fail are reported and the others still run; the exit code says whether all passed.
 SIGINT (Ctrl-C) or SIGTERM stops the audit instead: the dataset in progress is stopped, nothing
 more is run, it prints which datasets were audited, and exits with 130 or 143.
@@ -31,7 +33,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from divcoef_assets.tables import TableRow, format_table
+from divcoef_assets.tables import format_leaderboard
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,49 @@ _UNFINISHED = ("NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 def _run_tags() -> dict[str, str]:
     """Tags of every run this process starts: which `divcoef audit` process runs it, and where."""
     return {AUDIT_TAG: "default", PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def code_location() -> tuple[str, str]:
+    """(module, code location name) of the project as `dagster dev` run in its folder loads it:
+    pyproject.toml's `[tool.dagster]` `module_name` and `code_location_name`."""
+    import tomllib
+
+    from divcoef_assets.registry import REPO_ROOT
+
+    settings = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["dagster"]
+    return settings["module_name"], settings.get("code_location_name", settings["module_name"])
+
+
+def job_origin(job_name: str):
+    """The origin a run of `job_name` gets when `dagster dev` (in the project's folder) launches it
+    from the project's code location, repository `__repository__`. Runs of `divcoef audit` carry it
+    too, so the UI lists them with the location's other runs (the Overview timeline shows only runs
+    with an origin)."""
+    from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    from divcoef_assets.registry import REPO_ROOT
+
+    module, name = code_location()
+    target = LoadableTargetOrigin(executable_path=sys.executable, module_name=module, working_directory=str(REPO_ROOT))
+    return RemoteRepositoryOrigin(ManagedGrpcPythonEnvCodeLocationOrigin(target, name), "__repository__").get_job_origin(job_name)
+
+
+@contextmanager
+def _runs_with_origin(instance):
+    """While active, every run `instance` creates for a job gets `job_origin` (`execute_in_process`
+    takes no origin of its own)."""
+    create = instance.create_run_for_job
+
+    def with_origin(job_def, **kwargs):
+        kwargs.setdefault("remote_job_origin", job_origin(job_def.name))
+        return create(job_def, **kwargs)
+
+    instance.create_run_for_job = with_origin
+    try:
+        yield instance
+    finally:
+        del instance.create_run_for_job
 
 
 def _alive(pid: int) -> bool:
@@ -213,7 +258,6 @@ def run_default_audit(*, dagster_home: str | None = None, datasets: list[str] | 
 def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir, db_path, cache_dir, probe, ray_address,
            log_level) -> int:
     from divcoef_assets.definitions import build_definitions
-    from divcoef_assets.partitions import DATASET_DIMENSION, PROBE_DIMENSION, dataset_probe_key
     from divcoef_assets.pipeline import bounds_first
 
     started = time.perf_counter()
@@ -236,6 +280,13 @@ def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir
         raise ValueError(f"not registered: {unknown}; known datasets: {list(registry.datasets)}")
     names = bounds_first(registry, names)
     instance, home = _instance(dagster_home)
+    with _runs_with_origin(instance):
+        return _run_jobs(stop, defs, divcoef, registry, instance, home, names, probe, run_options, started, ray_address)
+
+
+def _run_jobs(stop, defs, divcoef, registry, instance, home, names, probe, run_options, started, ray_address) -> int:
+    from divcoef_assets.partitions import DATASET_DIMENSION, PROBE_DIMENSION, dataset_probe_key
+
     instance.add_dynamic_partitions(DATASET_DIMENSION, [n for n in registry.datasets if not instance.has_dynamic_partition(DATASET_DIMENSION, n)])
     # Only the probe being audited gets a partition: the catalog shows no "missing" partitions for
     # registered probes nobody has asked to run (the registry sensor adds all of them when turned on).
@@ -276,14 +327,17 @@ def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir
         print("cross_diversity was " + ("computed" if cross.success else "stopped"), flush=True)
         return _interrupted(stop.received(), names, done, None)
 
+    board = defs.resolve_job_def("refresh_leaderboard").execute_in_process(instance=instance, **run_options)
+    if stop.received():
+        return _interrupted(stop.received(), names, done, None)
+
+    from divcoef_assets import presentation
+
     store = divcoef.store()
-    rows = store.query(
-        "SELECT dataset, value, ci_low, ci_high, noise_floor, noise_corrected, n_batches FROM latest_coefficients "
-        "WHERE probe = ? ORDER BY value",
-        [probe],
-    )
-    print(format_table([TableRow(*row) for row in rows],
-                       title=f"Task2Vec diversity coefficients, probe {probe!r} (from DuckDB `latest_coefficients`)"))
+    leaders = presentation.probe_leaderboard(store, probe)
+    noise = {r.dataset: r.noise_floor for r in store.latest_coefficients(probe)}
+    print(format_leaderboard(leaders, noise, title=f"Task2Vec diversity leaderboard, probe {probe!r} (from DuckDB `latest_coefficients`)"))
+    print("\n" + presentation.verdict(leaders))
     real = [n for n, spec in registry.datasets.items() if not spec.is_synthetic and not spec.is_mixture and n in names]
     cross_rows = store.query(
         "SELECT dataset_a, dataset_b, value, ci_low, ci_high FROM latest_cross_coefficients WHERE probe = ? "
@@ -298,6 +352,7 @@ def _audit(stop: StopSignals, *, dagster_home, datasets, registry_path, data_dir
           f"results in {store.db_path}; run history: DAGSTER_HOME={home} dagster dev -h 127.0.0.1")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
-    if not cross.success:
-        print("failed: cross_diversity (see the run in `dagster dev`)", file=sys.stderr)
-    return 1 if failed or not cross.success else 0
+    for job, outcome in (("cross_diversity", cross), ("leaderboard", board)):
+        if not outcome.success:
+            print(f"failed: {job} (see the run in `dagster dev`)", file=sys.stderr)
+    return 1 if failed or not cross.success or not board.success else 0

@@ -22,15 +22,26 @@ from divcoef_assets.assets.coefficients import cross_diversity, diversity_coeffi
 from divcoef_assets.assets.distances import distance_matrix
 from divcoef_assets.assets.common import GPU_POOL
 from divcoef_assets.assets.embeddings import build_task2vec_embeddings, task2vec_embeddings
+from divcoef_assets.assets.leaderboard import leaderboard
 from divcoef_assets.assets.probe import probe_network
 from divcoef_assets.assets.snapshots import dataset_snapshot
 from divcoef_assets.io import RecordIOManager
-from divcoef_assets.jobs import audit_job, cross_job, probe_job
+from divcoef_assets.jobs import audit_job, cross_job, leaderboard_job, probe_job
 from divcoef_assets.resources import DivcoefResource
 from divcoef_assets.schedules import weekly_reaudit
 from divcoef_assets.sensors import registry_sensor
 
-ASSETS = [probe_network, dataset_snapshot, token_batches, task2vec_embeddings, distance_matrix, diversity_coefficient, cross_diversity]
+ASSETS = [probe_network, dataset_snapshot, token_batches, task2vec_embeddings, distance_matrix, diversity_coefficient, cross_diversity,
+          leaderboard]
+
+# Runs the assets that carry an automation condition (cross_diversity, leaderboard) while the daemon
+# runs (`dagster dev`): on by default, so a coefficient that lands refreshes both without a click.
+refresh_sensor = dg.AutomationConditionSensorDefinition(
+    "refresh_after_coefficients", target=dg.AssetSelection.assets("cross_diversity", "leaderboard"),
+    default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
+    description="Materializes cross_diversity (per probe) and leaderboard once a diversity_coefficient partition has landed "
+    "and nothing upstream is in progress.",
+)
 
 
 def build_definitions(
@@ -48,10 +59,14 @@ def build_definitions(
     assets = [embeddings if a is task2vec_embeddings else a for a in ASSETS]
     return dg.Definitions(
         assets=assets,
-        jobs=[probe_job, audit_job, cross_job],
-        sensors=[registry_sensor],
+        jobs=[probe_job, audit_job, cross_job, leaderboard_job],
+        sensors=[registry_sensor, refresh_sensor],
         schedules=[weekly_reaudit],
         resources={"divcoef": divcoef, "io_manager": RecordIOManager(base_dir=records)},
+        # Every step of a run in the run's own process: a partition's steps run one after the other
+        # anyway, and the default multiprocess executor would import torch again for each of them.
+        # Pools still apply (the in-process executor takes its slots from the instance).
+        executor=dg.in_process_executor,
     )
 
 

@@ -22,6 +22,12 @@ probe_job = dg.define_asset_job(
     description="Build (pretrain) or describe the probe network of one probe partition.",
 )
 
+leaderboard_job = dg.define_asset_job(
+    "refresh_leaderboard",
+    selection=dg.AssetSelection.assets("leaderboard"),
+    description="Every probe's leaderboard: real corpora with intervals, tied groups and place between the bounds.",
+)
+
 cross_job = dg.define_asset_job(
     "cross_audit",
     selection=dg.AssetSelection.assets("cross_diversity"),

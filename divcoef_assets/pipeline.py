@@ -936,14 +936,19 @@ def bounds_first(registry: Registry, names: list[str]) -> list[str]:
 
 
 def neighbours(store: ResultsStore, registry: Registry, record: CoefficientRecord) -> Neighbours:
+    return neighbours_of(store, record, bound_datasets(registry))
+
+
+def neighbours_of(store: ResultsStore, record: CoefficientRecord, bounds: dict[str, str]) -> Neighbours:
+    """`record`'s previous snapshot and the latest rows of the bound datasets `bounds`
+    ({"lower_bound": name, "upper_bound": name}), all measured comparably."""
     same = [r for r in store.coefficients(probe=record.probe) if comparable(r, record)]
 
     def latest(rows: list[CoefficientRecord]) -> CoefficientRecord | None:
         return max(rows, key=lambda r: r.computed_at) if rows else None
 
     previous = latest([r for r in same if r.dataset == record.dataset and r.snapshot_fingerprint != record.snapshot_fingerprint])
-    names = bound_datasets(registry)
-    lower, upper = names.get("lower_bound"), names.get("upper_bound")
+    lower, upper = bounds.get("lower_bound"), bounds.get("upper_bound")
     return Neighbours(
         previous=previous, lower_name=lower, upper_name=upper,
         lower_bound=latest([r for r in same if r.dataset == lower]) if lower else None,

@@ -12,6 +12,7 @@ come from `core.plots`, the batch ranking from `core.triage`. No Dagster imports
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -19,12 +20,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from divcoef_assets import pipeline
+from divcoef_assets.core import leaderboard as lb
 from divcoef_assets.core import markdown as md
 from divcoef_assets.core import plots
 from divcoef_assets.core.audit import DiversityResult
 from divcoef_assets.core.baselines import Baseline
 from divcoef_assets.core.triage import BatchOutlier
-from divcoef_assets.records import CrossRecord, DistancesRecord
+from divcoef_assets.records import CrossRecord, DistancesRecord, LeaderboardRow
 from divcoef_assets.storage import CoefficientRecord, CrossCoefficientRecord, ResultsStore
 
 log = logging.getLogger(__name__)
@@ -32,9 +34,14 @@ log = logging.getLogger(__name__)
 TOP_OUTLIERS = 5
 
 
-def distance_heatmap(dist: DistancesRecord) -> str:
+def heatmap_note(probe: str, high: float) -> str:
+    return (f"Colour scale 0 to {md.sig(high)}, shared by the heatmaps of every dataset audited with probe {probe} "
+            "(the largest batch distance among them): equal colours are equal distances across datasets.")
+
+
+def distance_heatmap(dist: DistancesRecord, *, scale: tuple[float, float] | None = None) -> str:
     """The distance matrix of `dist` as a heatmap, grouped by source when batches come from
-    several; noise-repeat batches marked."""
+    several; noise-repeat batches marked; `scale`: the probe's shared colour scale."""
     rows = pipeline.recorded_embeddings(dist.embeddings)
     matrix = pipeline.read_matrix(dist.path)
     try:
@@ -43,7 +50,8 @@ def distance_heatmap(dist: DistancesRecord) -> str:
         log.warning("distance heatmap of %s without source labels: %s", dist.dataset, exc)
         labels = (dist.dataset,) * matrix.shape[0]
     repeated = sorted({r.batch_index for r in rows if r.repeat > 0})
-    png = plots.distance_heatmap(matrix, labels, repeated, title=f"{dist.dataset} | {dist.probe}: batch distances")
+    note = heatmap_note(dist.probe, scale[1]) if scale is not None else ""
+    png = plots.distance_heatmap(matrix, labels, repeated, title=f"{dist.dataset} | {dist.probe}: batch distances", scale=scale, scale_note=note)
     return md.image(f"{dist.dataset} batch distances", png)
 
 
@@ -106,7 +114,8 @@ def same_probe_coefficients(store: ResultsStore, probe: str, probe_fingerprint: 
 
 
 def ranked(records: Sequence[CoefficientRecord]) -> list[CoefficientRecord]:
-    return sorted(records, key=lambda r: -r.value)
+    """Most diverse first, ties by name: the order of `core.leaderboard.ordered`, so every view agrees."""
+    return sorted(records, key=lambda r: (-r.value, r.dataset))
 
 
 RANKING_HEADER = ("rank", "dataset", "diversity", "95% interval", "noise floor", "noise-corrected", "batches")
@@ -120,15 +129,10 @@ def ranking_table(records: Sequence[CoefficientRecord]) -> md.Table:
         for k, r in enumerate(ranked(records), start=1)))
 
 
-def ranking_chart(records: Sequence[CoefficientRecord], *, title: str, highlight: str | None = None) -> str:
-    png = plots.ranked_bars([plots.Ranked(r.dataset, r.value, r.ci_low, r.ci_high, r.noise_floor) for r in records],
-                            title=title, highlight=highlight)
-    return md.image(title, png)
-
-
 def cross_matrix(pairs: Sequence[CrossCoefficientRecord], own: dict[str, CoefficientRecord]) -> tuple[list[str], np.ndarray, list[list[str]]]:
     """Names, the [k, k] matrix (own diversity on the diagonal, NaN where not measured) and the
-    same cells as 'value [low, high]' text."""
+    same cells as 'value [low, high]' text, the diagonal marked '(own)' (plain text: Dagster's
+    table metadata shows markdown emphasis literally)."""
     names = sorted({p.dataset_a for p in pairs} | {p.dataset_b for p in pairs} | set(own))
     where = {n: k for k, n in enumerate(names)}
     values = np.full((len(names), len(names)), math.nan)
@@ -136,7 +140,7 @@ def cross_matrix(pairs: Sequence[CrossCoefficientRecord], own: dict[str, Coeffic
     for name, r in own.items():
         k = where[name]
         values[k, k] = r.value
-        cells[k][k] = f"**{md.sig(r.value)}** {md.interval(r.ci_low, r.ci_high)}"
+        cells[k][k] = f"{md.sig(r.value)} {md.interval(r.ci_low, r.ci_high)} (own)"
     for p in pairs:
         a, b = where[p.dataset_a], where[p.dataset_b]
         values[a, b] = values[b, a] = p.value
@@ -150,8 +154,8 @@ def cross_table(pairs: Sequence[CrossCoefficientRecord], own: dict[str, Coeffici
 
 
 def cross_views(store: ResultsStore, record: CrossRecord) -> dict[str, md.Table | str]:
-    """The cross matrix as a table and a heatmap, and every dataset's coefficient ranked (table
-    and chart), all for the probe settings and weights of `record`."""
+    """The cross matrix as a table and a heatmap, for the probe settings and weights of `record`
+    (the ranking is the leaderboard asset's)."""
     if not record.pairs:
         return {}
     measured = record.pairs[0].probe_fingerprint
@@ -162,6 +166,100 @@ def cross_views(store: ResultsStore, record: CrossRecord) -> dict[str, md.Table 
     return {
         "cross_matrix": cross_table(record.pairs, own),
         "cross_heatmap": md.image(title, plots.cross_heatmap(names, values, title=title)),
-        "ranking": ranking_table(own_rows),
-        "ranking_chart": ranking_chart(own_rows, title=f"probe {record.probe}: every audited dataset"),
     }
+
+
+# ----------------------------------------------------------------------------- leaderboard
+
+def dataset_kinds(store: ResultsStore) -> dict[str, str]:
+    """Each recorded dataset's leaderboard kind (`core.leaderboard.kind_of`), from DuckDB `datasets`."""
+    return {dataset: lb.kind_of(source_type, json.loads(spec_json))
+            for dataset, source_type, spec_json in store.query("SELECT dataset, source_type, spec_json FROM datasets")}
+
+
+def newest_fingerprints(store: ResultsStore) -> dict[str, str]:
+    """probe -> the probe fingerprint (settings and weights) of its newest coefficient."""
+    return dict(store.query(
+        "SELECT probe, probe_fingerprint FROM latest_coefficients "
+        "QUALIFY row_number() OVER (PARTITION BY probe ORDER BY computed_at DESC) = 1 ORDER BY probe"))
+
+
+def build_leaderboard(records: Sequence[CoefficientRecord], kinds: dict[str, str]) -> lb.Leaderboard:
+    """The leaderboard of coefficients measured with one probe fingerprint."""
+    return lb.build([lb.Entry(r.dataset, r.value, math.nan if r.stderr is None else r.stderr,
+                              math.nan if r.ci_low is None else r.ci_low, math.nan if r.ci_high is None else r.ci_high,
+                              r.n_batches, kinds.get(r.dataset, "corpus")) for r in records])
+
+
+def probe_leaderboard(store: ResultsStore, probe: str, fingerprint: str | None = None) -> lb.Leaderboard:
+    """`probe`'s leaderboard over the datasets measured with `fingerprint` (default: that of its
+    newest coefficient), so every number on it was measured with one instrument."""
+    fingerprint = fingerprint or newest_fingerprints(store).get(probe, "")
+    return build_leaderboard(same_probe_coefficients(store, probe, fingerprint), dataset_kinds(store))
+
+
+def _position(p: float | None) -> str:
+    return "-" if p is None else f"{p:.2f}"
+
+
+LEADERBOARD_HEADER = ("rank", "dataset", "diversity", "95% interval", "tied group", "statistically tied with",
+                      "position between bounds (0 lower, 1 upper)", "batches")
+CALIBRATION_HEADER = ("dataset", "calibration set", "diversity", "95% interval", "position between bounds (0 lower, 1 upper)", "batches")
+CALIBRATION_KINDS = {"lower_bound": "lower bound (synthetic)", "upper_bound": "upper bound (synthetic)", "ginc": "GINC (synthetic)",
+                     "mixture": "mixture of registered corpora"}
+
+
+def leaderboard_table(board: lb.Leaderboard) -> md.Table:
+    """The real corpora, most diverse first, with interval, tied group and place between the bounds."""
+    return md.Table(LEADERBOARD_HEADER, tuple(
+        (r.rank, r.entry.dataset, r.entry.value, md.interval(r.entry.ci_low, r.entry.ci_high), f"group {r.group}",
+         ", ".join(r.tied_with) or "none", _position(r.position), r.entry.n_batches) for r in board.corpora))
+
+
+def calibration_table(board: lb.Leaderboard) -> md.Table:
+    """The calibration sets (bounds, GINC, mixtures), most diverse first: a separate block."""
+    return md.Table(CALIBRATION_HEADER, tuple(
+        (r.entry.dataset, CALIBRATION_KINDS.get(r.entry.kind, r.entry.kind), r.entry.value,
+         md.interval(r.entry.ci_low, r.entry.ci_high), _position(r.position), r.entry.n_batches) for r in board.calibration))
+
+
+def verdict(board: lb.Leaderboard) -> str:
+    """One paragraph: the leading corpus, whether its lead is real, how many tied groups, and
+    where the corpora sit between the bounds."""
+    if not board.corpora:
+        return "No real corpus audited with this probe yet."
+    top = board.corpora[0]
+    groups = board.groups()
+    first = groups[0]
+    lead = (f"Most diverse: {top.entry.dataset} {md.sig(top.entry.value)} {md.interval(top.entry.ci_low, top.entry.ci_high)}; "
+            + ("its lead is real (every other corpus is statistically below it)." if len(first) == 1
+               else f"statistically tied with {', '.join(first[1:])} (tied group 1)."))
+    parts = [lead, f"{len(board.corpora)} real corpora in {len(groups)} tied group{'s' if len(groups) != 1 else ''}: "
+             + "; ".join(f"group {k}: {', '.join(g)}" for k, g in enumerate(groups, start=1)) + "."]
+    positions = [r.position for r in board.corpora if r.position is not None]
+    if board.lower is not None and board.upper is not None and positions:
+        parts.append(f"On the scale from the lower bound {board.lower.dataset} ({md.sig(board.lower.value)}) = 0 to the upper bound "
+                     f"{board.upper.dataset} ({md.sig(board.upper.value)}) = 1, the real corpora lie between "
+                     f"{min(positions):.2f} and {max(positions):.2f}.")
+    else:
+        parts.append("No position between the bounds: audit the registry's lower_bound and upper_bound datasets with this probe.")
+    return " ".join(parts)
+
+
+def leaderboard_rows(probe: str, board: lb.Leaderboard) -> list[LeaderboardRow]:
+    return [LeaderboardRow(probe, r.entry.dataset, r.entry.kind, r.rank, r.entry.value, r.entry.ci_low, r.entry.ci_high,
+                           r.group, r.tied_with, r.position) for r in (*board.corpora, *board.calibration)]
+
+
+def leaderboard_title(probe: str) -> str:
+    return f"probe {probe}: real corpora, coloured by tied group"
+
+
+def leaderboard_png(probe: str, board: lb.Leaderboard) -> bytes:
+    """The real corpora's coefficients with intervals, most diverse on top, coloured by tied group."""
+    return plots.ranked_bars([plots.Ranked(r.entry.dataset, r.entry.value, r.entry.ci_low, r.entry.ci_high, None, group=r.group)
+                              for r in board.corpora], title=leaderboard_title(probe))
+
+
+def leaderboard_chart(probe: str, board: lb.Leaderboard) -> str:
+    return md.image(leaderboard_title(probe), leaderboard_png(probe, board))

@@ -151,10 +151,34 @@ class CrossRecord:
     skipped: tuple[str, ...]  # datasets left out, each with the reason
 
 
+@dataclass(frozen=True)
+class LeaderboardRow:
+    """One dataset on a probe's leaderboard (`core.leaderboard`)."""
+
+    probe: str
+    dataset: str
+    kind: str  # "corpus", or the calibration kind: lower_bound, upper_bound, ginc, mixture
+    rank: int  # within its block (real corpora, or calibration sets), most diverse first
+    value: float
+    ci_low: float
+    ci_high: float
+    group: int  # tied group of a real corpus (1 = leading); 0 for calibration sets
+    tied_with: tuple[str, ...]
+    position: float | None  # between the lower (0) and upper (1) bound datasets
+
+
+@dataclass(frozen=True)
+class LeaderboardRecord:
+    """leaderboard: every probe's ranking, each over the datasets measured with its newest settings."""
+
+    probes: tuple[tuple[str, str], ...]  # (probe, probe fingerprint)
+    rows: tuple[LeaderboardRow, ...]
+
+
 RECORD_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (SnapshotRecord, PoolRecord, ProbeRecord, TokenBatchesRecord, EmbeddingsRecord, DistancesRecord, CrossRecord,
-                CoefficientRecord, CrossCoefficientRecord)
+                CoefficientRecord, CrossCoefficientRecord, LeaderboardRow, LeaderboardRecord)
 }
 
 

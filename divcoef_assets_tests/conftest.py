@@ -65,6 +65,21 @@ def pytest_xdist_make_scheduler(config, log):
     return ModuleScheduling(config, log)
 
 
+@pytest.fixture(autouse=True)
+def no_instance_left_entered():
+    """Fails the test that leaves a Dagster instance entered (a `build_sensor_context` or
+    `build_schedule_context` used without `with`, say): the instance stays the process's current
+    state storage after it is gone, and every later test that loads definitions in this worker
+    fails with "Attempted to resolve undefined DagsterInstance weakref"."""
+    from dagster._core.storage.defs_state import base
+
+    before = base.DefsStateStorage.get()
+    yield
+    if base.DefsStateStorage.get() is not before:
+        base._current_storage.set(before)  # later tests start clean
+        pytest.fail("this test left a Dagster instance entered; use the context it came from in a `with` block")
+
+
 def save_tiny_gpt2(folder, *, vocab_size=50257, n_layer=2, n_embd=16, n_head=2, n_positions=32, seed=0, dropout=0.1):
     """A randomly initialised GPT-2 saved with save_pretrained (safetensors)."""
     import torch

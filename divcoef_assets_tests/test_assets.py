@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from divcoef_assets import checks
+from divcoef_assets.assets.snapshots import dataset_snapshot
 from divcoef_assets.core.sampling import mixture_needs
 from divcoef_assets.core.snapshot import read_pool
 from divcoef_assets.definitions import ASSETS, build_definitions
@@ -132,25 +132,32 @@ def test_new_snapshot_adds_history_and_cross_uses_stored_embeddings(env):
     assert store.query("SELECT count(*) FROM latest_coefficients WHERE dataset = ?", ["corpus-a"])[0][0] == 1
 
 
-def test_sensor_adds_new_datasets_and_requests_their_runs(env, tiny_gpt2_dir):
-    tmp_path, registry, _ = env
-    instance = dg.DagsterInstance.ephemeral()
+def test_sensor_adds_new_datasets_and_requests_runs_only_for_missing_or_changed_snapshots(env, tiny_gpt2_dir):
+    tmp_path, registry, instance = env
     resource = DivcoefResource(registry_path=str(registry))
-    context = dg.build_sensor_context(instance=instance, resources={"divcoef": resource})
-    result = registry_sensor(context)
-    added = {r.partitions_def_name: set(r.partition_keys) for r in result.dynamic_partitions_requests}
-    assert added == {"dataset": {"corpus-a", "lower-bound"}, "probe": {"tiny"}}
-    assert {r.partition_key for r in result.run_requests} == {dataset_probe_key("corpus-a", "tiny"), dataset_probe_key("lower-bound", "tiny")}
-    for request in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
 
-    unchanged = registry_sensor(dg.build_sensor_context(instance=instance, resources={"divcoef": resource}, cursor=result.cursor))
-    assert isinstance(unchanged, dg.SkipReason)
+    def tick():
+        with dg.build_sensor_context(instance=instance, resources={"divcoef": resource}) as context:
+            return registry_sensor(context)
+
+    instance.delete_dynamic_partition("dataset", "corpus-a")
+    result = tick()
+    assert [(type(r).__name__, r.partitions_def_name, set(r.partition_keys)) for r in result.dynamic_partitions_requests] == [
+        ("AddDynamicPartitionsRequest", "dataset", {"corpus-a"}), ("DeleteDynamicPartitionsRequest", "dataset", {"corpus-b"})]
+    assert {r.partition_key for r in result.run_requests} == {dataset_probe_key("corpus-a", "tiny"), dataset_probe_key("lower-bound", "tiny")}
+    assert {r.run_key for r in tick().run_requests} == {r.run_key for r in result.run_requests}  # one key per source version
+    instance.add_dynamic_partitions("dataset", ["corpus-a"])
+    instance.delete_dynamic_partition("dataset", "corpus-b")
+    defs = build_definitions(registry_path=str(registry), data_dir=str(tmp_path / "data"), db_path=str(tmp_path / "r.duckdb"))
+    for name in ("corpus-a", "lower-bound"):  # a snapshot is what the sensor compares with
+        assert dg.materialize([dataset_snapshot], partition_key=str(dataset_probe_key(name, "tiny")), instance=instance,
+                              resources=dict(defs.resources)).success
+    assert isinstance(tick(), dg.SkipReason)
 
     reg = yaml.safe_load(registry.read_text())
     reg["datasets"]["corpus-b"] = {"source": "files", "path": "b.jsonl"}
     registry.write_text(yaml.safe_dump(reg))
-    later = registry_sensor(dg.build_sensor_context(instance=instance, resources={"divcoef": resource}, cursor=result.cursor))
+    later = tick()
     assert [r.partition_key for r in later.run_requests] == [dataset_probe_key("corpus-b", "tiny")]
     assert [set(r.partition_keys) for r in later.dynamic_partitions_requests] == [{"corpus-b"}]
 
@@ -211,3 +218,17 @@ def test_mixtures_of_the_same_components_do_not_share_embeddings(env):
     blocks = _materialize(tmp_path, registry, instance, "blocks")
     assert _record(mix, "dataset_snapshot").fingerprint != _record(blocks, "dataset_snapshot").fingerprint
     assert _record(blocks, "task2vec_embeddings").n_computed == 4  # nothing borrowed from "mix"
+
+
+def test_the_definitions_load_as_the_ui_loads_them():
+    """The repository the code location builds (job and asset names must not collide), its sensors
+    on by default: registering a dataset and refreshing after a coefficient need no click."""
+    with dg.instance_for_test():  # a live instance: loading definitions reads its state storage
+        repo = build_definitions().get_repository_def()
+    assert {j.name for j in repo.get_all_jobs()} >= {"audit", "cross_audit", "probe", "refresh_leaderboard"}
+    sensors = {s.name: s for s in repo.sensor_defs}
+    assert set(sensors) == {"registry_sensor", "refresh_after_coefficients"}
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
+    graph = repo.asset_graph
+    automated = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).automation_condition is not None}
+    assert automated == {"cross_diversity", "leaderboard"}

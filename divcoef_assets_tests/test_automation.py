@@ -34,7 +34,9 @@ def _registry(folder, probe_dir, datasets, probes=("tiny",)):
 
 
 def _schedule(instance, resource, when=MONDAY):
-    return weekly_reaudit(dg.build_schedule_context(instance=instance, resources={"divcoef": resource}, scheduled_execution_time=when))
+    # `with`: the context opens its own handle on a persistent instance and must close it
+    with dg.build_schedule_context(instance=instance, resources={"divcoef": resource}, scheduled_execution_time=when) as context:
+        return weekly_reaudit(context)
 
 
 def test_weekly_reaudit_requests_a_run_only_for_a_corpus_that_changed(tmp_path, tiny_gpt2_dir):
@@ -75,13 +77,16 @@ def test_weekly_reaudit_requests_a_run_only_for_a_corpus_that_changed(tmp_path, 
 
 
 def test_registry_sensor_deletes_the_partitions_of_removed_datasets_and_probes(tmp_path, tiny_gpt2_dir):
+    _corpus(tmp_path / "a.jsonl", ["red", "green", "blue"])
+    _corpus(tmp_path / "b.jsonl", ["one", "two", "three", "four"])
     registry = _registry(tmp_path, tiny_gpt2_dir, ["a", "b"])
     resource = DivcoefResource(registry_path=str(registry))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("dataset", ["a", "b", "gone"])
     instance.add_dynamic_partitions("probe", ["tiny", "retired"])
 
-    result = registry_sensor(dg.build_sensor_context(instance=instance, resources={"divcoef": resource}))
+    with dg.build_sensor_context(instance=instance, resources={"divcoef": resource}) as context:
+        result = registry_sensor(context)
     requests = result.dynamic_partitions_requests
     assert all(isinstance(r, dg.DeleteDynamicPartitionsRequest) for r in requests)  # nothing to add
     assert {(r.partitions_def_name, tuple(r.partition_keys)) for r in requests} == {("dataset", ("gone",)), ("probe", ("retired",))}
@@ -91,8 +96,9 @@ def test_registry_sensor_deletes_the_partitions_of_removed_datasets_and_probes(t
 
     registry.write_text(registry.read_text().replace("  b:\n    path: b.jsonl\n    source: files\n", ""))
     assert "b.jsonl" not in registry.read_text()
-    later = registry_sensor(dg.build_sensor_context(instance=instance, resources={"divcoef": resource}, cursor=result.cursor))
+    with dg.build_sensor_context(instance=instance, resources={"divcoef": resource}) as context:
+        later = registry_sensor(context)
     assert [(type(r), r.partitions_def_name, list(r.partition_keys)) for r in later.dynamic_partitions_requests] == [
         (dg.DeleteDynamicPartitionsRequest, "dataset", ["b"])
     ]
-    assert later.run_requests == []
+    assert [r.partition_key for r in later.run_requests] == [dataset_probe_key("a", "tiny")]  # never snapshotted

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from dagster._core.storage.event_log.base import PartitionKeyFilter
 
-from divcoef_assets import checks
+from divcoef_assets import check_rules, checks
 from divcoef_assets.assets.coefficients import diversity_coefficient
 from divcoef_assets.definitions import build_definitions
 from divcoef_assets.partitions import dataset_probe_key
@@ -93,14 +93,14 @@ def test_checks_are_declared_per_partition_and_a_check_without_reference_reports
 
 
 def test_noise_check_fails_above_the_share_and_passes_below(audit, monkeypatch):
-    monkeypatch.setattr(checks, "MAX_NOISE_SHARE", 0.0)
+    monkeypatch.setattr(check_rules, "MAX_NOISE_SHARE", 0.0)
     record, evaluations = audit.run()
     failed = evaluations[checks.NOISE_SHARE]
     assert record.noise_floor is not None and record.noise_floor > 0
     assert not failed.passed
     assert "corpus-a" in failed.description and f"{record.noise_floor:.4g}" in failed.description and "above" in failed.description
     assert audit.status(checks.NOISE_SHARE, "corpus-a|tiny") == "FAILED"
-    monkeypatch.setattr(checks, "MAX_NOISE_SHARE", 1e9)
+    monkeypatch.setattr(check_rules, "MAX_NOISE_SHARE", 1e9)
     _, evaluations = audit.run()
     assert evaluations[checks.NOISE_SHARE].passed
     assert audit.status(checks.NOISE_SHARE, "corpus-a|tiny") == "SUCCEEDED"
@@ -162,13 +162,20 @@ def test_checks_on_their_own_numbers():
 
     near = Neighbours(previous=record(0.10), lower_name="lower", upper_name="upper",
                       lower_bound=record(0.02, dataset="lower"), upper_bound=record(0.2, dataset="upper"))
-    assert checks.check_bounds(record(0.1), near).passed
-    assert not checks.check_bounds(record(0.01), near).passed
-    assert isinstance(checks.check_bounds(record(0.1, dataset="lower"), near), checks.NotEvaluated)
+    assert check_rules.check_bounds(record(0.1), near).passed
+    assert not check_rules.check_bounds(record(0.01), near).passed
+    assert isinstance(check_rules.check_bounds(record(0.1, dataset="lower"), near), checks.NotEvaluated)
     unregistered = dataclasses.replace(near, upper_name=None, upper_bound=None)
-    assert "no upper_bound dataset" in checks.check_bounds(record(0.1), unregistered).reason
-    assert isinstance(checks.check_drift(record(0.1), near), checks.NotEvaluated)  # no interval
-    assert isinstance(checks.check_noise(record(0.1, noise=None)), checks.NotEvaluated)
+    assert "no upper_bound dataset" in check_rules.check_bounds(record(0.1), unregistered).reason
+    assert isinstance(check_rules.check_drift(record(0.1), near), checks.NotEvaluated)  # no interval
+    assert isinstance(check_rules.check_noise(record(0.1, noise=None), near), checks.NotEvaluated)
+    # the lower-bound calibration set is all noise by design: exempt, and the description says so
+    assert not check_rules.check_noise(record(0.01, noise=0.01), near).passed
+    exempt = check_rules.check_noise(record(0.01, noise=0.01, dataset="lower"), near)
+    assert isinstance(exempt, checks.NotEvaluated) and "calibration set" in exempt.reason
+    assert "lower_bound dataset (a calibration set" in check_rules.DESCRIPTIONS[checks.NOISE_SHARE]
+    verdicts = [v for v in check_rules.evaluate(record(0.1), near) if not isinstance(v, checks.NotEvaluated)]
+    assert verdicts and all(list(v.metadata)[:2] == ["dataset", "probe"] and v.metadata["dataset"] == "d" for v in verdicts)
 
 
 def test_the_audit_order_puts_the_bound_datasets_first(tmp_path, tiny_gpt2_dir):

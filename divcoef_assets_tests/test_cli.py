@@ -49,3 +49,31 @@ def test_cli_less_work_options_reach_the_engine(tiny_gpt2_dir, tmp_path, capsys)
     cheap = json.loads(capsys.readouterr().out)
     assert cheap["n_batches"] == 3 and 0 < cheap["value"] <= 1
     assert cheap["probe_fingerprint"] != plain["probe_fingerprint"]
+
+
+def test_cli_register_checks_the_entry_and_adds_it_keeping_the_file_as_written(tmp_path, capsys):
+    from divcoef_assets.registry import load_registry
+
+    (tmp_path / "corpora").mkdir()
+    _corpus(tmp_path / "corpora" / "new.jsonl", 0, ["alpha", "beta"])
+    registry = tmp_path / "registry.yaml"
+    registry.write_text("# my datasets\ndefault_probe: p\nallowed_roots: [corpora]\ndatasets:\n  # the first\n"
+                        "  old:\n    source: synthetic\n    kind: lower_bound\n\nprobes:\n  p:\n    model: gpt2\n    batch_size: 32\n")
+    before = registry.read_text()
+    args = ["register", "new", str(tmp_path / "corpora" / "new.jsonl"), "--format", "jsonl", "--registry", str(registry)]
+    assert main([*args, "--text-column", "text"]) == 2  # the file has `body`, not `text`
+    assert "text" in capsys.readouterr().err and registry.read_text() == before  # nothing written
+    assert main(["register", "outside", str(tmp_path / "corpora" / "new.jsonl"), "--registry", str(tmp_path / "x.yaml")]) == 2
+    capsys.readouterr()
+
+    assert main([*args, "--text-column", "body", "--description", "a new corpus"]) == 0
+    out = capsys.readouterr()
+    assert "registered new" in out.out and "30 documents" in out.out and "fewer than one batch" in out.err
+    text = registry.read_text()
+    assert text.startswith(before.split("\nprobes:")[0]) and "# the first" in text and text.index("  new:") < text.index("probes:")
+    entry = load_registry(registry).datasets["new"]
+    assert entry.source.path == "corpora/new.jsonl" and entry.source.text_column == "body" and entry.description == "a new corpus"
+    assert main([*args, "--text-column", "body"]) == 2 and "already registered" in capsys.readouterr().err
+    _corpus(tmp_path / "elsewhere.jsonl", 1, ["gamma"])
+    assert main(["register", "far", str(tmp_path / "elsewhere.jsonl"), "--text-column", "body", "--registry", str(registry)]) == 2
+    assert "allowed roots" in capsys.readouterr().err and "far:" not in registry.read_text()

@@ -34,7 +34,7 @@ def audited(tmp_path_factory):
 
 
 def _table_rows(stdout: str) -> dict[str, float]:
-    return {m[1]: float(m[2]) for m in re.finditer(r"^(\S+)\s+(-?\d+\.\d{4})\s+\[", stdout, flags=re.M)}
+    return {m[1]: float(m[2]) for m in re.finditer(r"^\s*\d+\s+(\S+)\s+(-?\d+\.\d{4})\s+\[", stdout, flags=re.M)}
 
 
 def test_divcoef_audit_prints_both_datasets_and_stores_them(audited):
@@ -43,6 +43,8 @@ def test_divcoef_audit_prints_both_datasets_and_stores_them(audited):
     assert "probe 'tiny'" in out
     rows = _table_rows(out)
     assert sorted(rows) == DATASETS, out
+    assert list(rows.values()) == sorted(rows.values(), reverse=True)  # most diverse first, as in the UI and the report
+    assert "Real corpora, most diverse first" in out and "group 1" in out and "Most diverse:" in out
     assert "2 of 2 datasets audited" in out
     stored = dict(ResultsStore(audit.db).query("SELECT dataset, value FROM latest_coefficients WHERE probe = 'tiny'"))
     assert sorted(stored) == DATASETS
@@ -108,3 +110,7 @@ def test_only_the_audited_probe_gets_a_partition(audited):
     with dg.instance_for_test(temp_dir=str(audit.home)) as instance:
         assert sorted(instance.get_dynamic_partitions("probe")) == ["other", "tiny"]  # not "unused"
         assert sorted(instance.get_dynamic_partitions("dataset")) == DATASETS
+        runs = instance.get_runs()
+        assert runs and all(r.remote_job_origin is not None and r.remote_job_origin.location_name == "divcoef_assets"
+                            and r.remote_job_origin.repository_origin.repository_name == "__repository__" for r in runs)
+        assert {r.job_name for r in runs} >= {"probe", "audit", "cross_audit", "refresh_leaderboard"}

@@ -15,6 +15,7 @@ from scipy.stats import spearmanr
 
 from divcoef_assets import cli
 from divcoef_assets.core import plots
+from divcoef_assets.core.atomic import _umask
 from divcoef_assets.core.baselines import TEXT_METRICS
 from divcoef_assets.core.markdown import sig
 from divcoef_assets.core.snapshot import read_texts
@@ -53,7 +54,7 @@ class Audit:
     def defs(self, reports=True):
         return build_definitions(registry_path=str(self.registry), data_dir=str(self.folder / "data"), db_path=str(self.db), reports=reports)
 
-    def run(self, job: str, key: str, reports=True) -> dict[tuple[str, str], dict]:
+    def run(self, job: str, key: str | None, reports=True) -> dict[tuple[str, str], dict]:
         result = self.defs(reports).resolve_job_def(job).execute_in_process(partition_key=key, instance=self.instance)
         assert result.success
         return {(e.materialization.asset_key.path[-1], key): {k: _plain(v) for k, v in e.materialization.metadata.items()}
@@ -73,6 +74,7 @@ def audit(tmp_path_factory, tiny_gpt2_dir):
     for name in ("corpus-a", "cat", "lower-bound"):
         a.metadata.update(a.run("audit", dataset_probe_key(name, "tiny")))
     a.metadata.update(a.run("cross_audit", "tiny"))
+    a.metadata.update(a.run("refresh_leaderboard", None))
     a.reports_off = a.run("audit", dataset_probe_key("corpus-a", "tiny"), reports=False)
     return a
 
@@ -84,9 +86,9 @@ def _images(text: str) -> list[bytes]:
 def _assert_real_plot(png: bytes) -> None:
     import matplotlib.image
 
-    assert 3_000 < len(png) < 150_000, len(png)
+    assert 3_000 < len(png) < 400_000, len(png)
     pixels = matplotlib.image.imread(io.BytesIO(png), format="png")
-    assert pixels.ndim == 3 and min(pixels.shape[:2]) > 100
+    assert pixels.ndim == 3 and min(pixels.shape[:2]) > 100 and pixels.shape[1] >= plots.MIN_WIDTH_PX, pixels.shape
     assert pixels[..., :3].std() > 0.05  # not a blank canvas
 
 
@@ -96,10 +98,11 @@ def _assert_real_plot(png: bytes) -> None:
     ("distance_matrix", "lower-bound", ["heatmap"]),
     ("diversity_coefficient", "corpus-a", ["histogram", "trend"]),
     ("diversity_coefficient", "cat", ["histogram"]),
-    ("cross_diversity", None, ["cross_heatmap", "ranking_chart"]),
+    ("cross_diversity", None, ["cross_heatmap"]),
+    ("leaderboard", "", ["tiny: chart"]),
 ])
 def test_each_plot_is_a_real_image(audit, asset, dataset, entries):
-    key = "tiny" if dataset is None else dataset_probe_key(dataset, "tiny")
+    key = "tiny" if dataset is None else None if dataset == "" else dataset_probe_key(dataset, "tiny")
     metadata = audit.metadata[(asset, key)]
     for entry in entries:
         images = _images(metadata[entry])
@@ -131,10 +134,14 @@ def test_metadata_reads_as_people_read_it(audit, tmp_path):
     pair = next(p for p in audit.store.latest_cross_coefficients("tiny") if {p.dataset_a, p.dataset_b} == {"corpus-a", "cat"})
     row_a = next(row for row in cross["cross_matrix"] if row["dataset"] == "corpus-a")
     assert row_a["cat"] == f"{sig(pair.value)} [{sig(pair.ci_low)}, {sig(pair.ci_high)}]"
-    assert row_a["corpus-a"].startswith(f"**{sig(record.value)}**")  # own diversity on the diagonal
-    values = [float(row["diversity"]) for row in cross["ranking"]]
-    assert values == sorted(values, reverse=True) and len(values) == 3
-    assert [row["rank"] for row in cross["ranking"]] == ["1", "2", "3"]
+    assert row_a["corpus-a"] == f"{sig(record.value)} [{sig(record.ci_low)}, {sig(record.ci_high)}] (own)"  # the diagonal
+    board = audit.metadata[("leaderboard", None)]
+    assert [row["dataset"] for row in board["tiny: real corpora"]] == ["corpus-a"] and board["tiny: real corpora"][0]["tied group"] == "group 1"
+    calibration = board["tiny: calibration sets"]
+    values = [float(row["diversity"]) for row in calibration]
+    assert {row["dataset"] for row in calibration} == {"cat", "lower-bound"} and values == sorted(values, reverse=True)
+    assert "Most diverse: corpus-a" in board["tiny: verdict"]
+    assert "**" not in str(audit.metadata)
     for (asset, _), entries in audit.metadata.items():
         for name, value in entries.items():
             text = DATA_URI.sub("", str(value))
@@ -200,13 +207,16 @@ def test_report_is_one_self_contained_html_file(audit, tmp_path, capsys):
     out = tmp_path / "report.html"
     assert cli.main(["report", "--db", str(audit.db), "--out", str(out)]) == 0
     text = out.read_text()
-    for section in ("<h3>Datasets</h3>", "<h3>Bounds</h3>", "<h3>Cross-diversity</h3>", "<h3>Baselines</h3>",
-                    "Spearman rank correlation", "<h3>Outlier batches</h3>", "<h3>Batch distances</h3>"):
-        assert section in text, section
+    sections = ('<h3 id="verdict">Verdict</h3>', "<h4>Leaderboard: real corpora</h4>", "<h4>Calibration sets", "<h4>Checks</h4>",
+                "<h4>Bounds</h4>", '<h3 id="details">Details</h3>', "<h4>Cross-diversity</h4>", "<h4>Baselines</h4>",
+                "Spearman rank correlation", "<h4>Outlier batches</h4>", "<h4>Batch distances</h4>")
+    assert [text.index(section) for section in sections] == sorted(text.index(section) for section in sections)  # the verdict first
+    assert "noise_floor_below_a_third" in text and "**" not in text and "shared by the heatmaps" in text
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()  # the mode of any file the user writes, not mkstemp's 0600
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
     assert "<link" not in text and "<script" not in text
     images = _images(text)
-    assert len(images) == 2 + 3  # ranking chart, cross heatmap, one heatmap per dataset
+    assert len(images) == 2 + 3  # leaderboard chart, cross heatmap, one heatmap per dataset
     _assert_real_plot(images[0])
     for name in ("corpus-a", "cat", "lower-bound"):
         assert name in text

@@ -5,6 +5,7 @@ import dagster as dg
 from divcoef_assets import checks, pipeline, presentation
 from divcoef_assets.assets.common import DUCKDB_POOL, ENGINE_CODE_VERSION, GROUP, PARTITIONS, keys, shown, table_metadata
 from divcoef_assets.assets.embeddings import task2vec_embeddings
+from divcoef_assets.assets.leaderboard import REFRESH
 from divcoef_assets.core.markdown import interval, rounded, sig
 from divcoef_assets.partitions import PROBE_DIMENSION, probe_partitions
 from divcoef_assets.records import CrossRecord, DistancesRecord
@@ -76,16 +77,20 @@ def diversity_coefficient(context: dg.AssetExecutionContext, divcoef: DivcoefRes
 
 @dg.asset(
     partitions_def=probe_partitions, group_name=GROUP, kinds={"duckdb", "parquet"}, code_version=ENGINE_CODE_VERSION, pool=DUCKDB_POOL,
-    deps=[dg.AssetDep(task2vec_embeddings, partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=PROBE_DIMENSION))],
+    deps=[dg.AssetDep(upstream, partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=PROBE_DIMENSION))
+          for upstream in (task2vec_embeddings, "diversity_coefficient")],
+    automation_condition=REFRESH,
     description="Cross-diversity of every pair of registered datasets audited with this probe's current "
     "settings, from the stored embeddings (nothing embedded twice); rows in DuckDB `cross_coefficients`. The "
-    "materialization shows the cross matrix (table with intervals and heatmap) and every audited dataset ranked.",
+    "materialization shows the cross matrix (table with intervals, own diversity on the diagonal marked '(own)', and "
+    "heatmap). Refreshed by declarative automation after a coefficient lands; the ranking is the leaderboard asset.",
 )
 def cross_diversity(context: dg.AssetExecutionContext, divcoef: DivcoefResource) -> dg.Output[CrossRecord]:
     probe = context.partition_key
     layout = divcoef.layout()
     record, matrices = pipeline.cross(divcoef.registry(), probe, layout, code_version=ENGINE_CODE_VERSION, run_id=context.run_id)
-    metadata = {"n_pairs": len(record.pairs), "datasets": list(record.datasets), "skipped": list(record.skipped)}
+    metadata = {"n_pairs": len(record.pairs), "datasets": dg.MetadataValue.text(", ".join(record.datasets)),
+                "skipped": dg.MetadataValue.text("; ".join(record.skipped) or "none")}
     if divcoef.reports:
         metadata.update({k: shown(v) for k, v in presentation.cross_views(divcoef.store(), record).items()})
     else:

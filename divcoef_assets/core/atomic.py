@@ -4,6 +4,10 @@ A reader (or a re-run after SIGKILL) therefore finds either the whole new file o
 never a torn file. Temporary names start with `.tmp-`; `sweep_temporaries` removes the ones a
 killed process left behind, once they are older than a grace period (a live writer's file is
 younger).
+
+`mkstemp` and `mkdtemp` create their names readable by the owner only (0600 / 0700); the result
+gets the mode a plain `open()` or `mkdir` would have given it (0666 / 0777 less the umask), so an
+output is as readable as any other file its user writes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 TMP_PREFIX = ".tmp-"
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (`os.umask` would set it for every thread
+    for a moment); 0o022 where /proc does not say."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
 
 
 @contextmanager
@@ -33,6 +49,8 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
         tmp = Path(name)
     try:
         yield tmp
+        if tmp.exists():
+            tmp.chmod((0o777 if tmp.is_dir() else 0o666) & ~_umask())
         if directory and target.exists():
             # Move the old folder aside first: readers never see the target missing for longer
             # than one rename, and a failure leaves the old folder in place of a half state.

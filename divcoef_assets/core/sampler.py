@@ -580,6 +580,9 @@ def _parquet_footers(files: Sequence[Path], column: str) -> list[int]:
     return counts
 
 
+DUCKDB_BATCH_ROWS = 65_536  # rows per Arrow batch of a streamed DuckDB query
+
+
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
@@ -639,9 +642,12 @@ def arrow_pool(spec: HuggingFaceSource, local: Path, base: Path, seed: int, k: i
 def duckdb_pool(spec: DuckDBSource, base: Path, seed: int, k: int) -> Pool:
     """Rows of the query's result, addressed by their position (DuckDB keeps insertion order).
 
-    The query runs twice: a `count(*)`, and one pass that numbers its rows and keeps the drawn
-    ones; no document is copied, but the cost follows the query's rows (a filter on the text
-    column reads every text)."""
+    A `count(*)` gives the positions to draw; then one streamed pass over the query's text column,
+    in Arrow batches, keeps the drawn positions and stops after the last one. No document is
+    copied and memory holds one batch, but the time follows the query's rows (DuckDB reads the
+    text column of every row up to the last drawn one)."""
+    import pyarrow as pa
+
     from divcoef_assets.core.sources import _duckdb_connection
 
     database = _resolve(spec.database, base)
@@ -651,11 +657,22 @@ def duckdb_pool(spec: DuckDBSource, base: Path, seed: int, k: int) -> Pool:
         (total,) = connection.execute(f"SELECT count(*) FROM ({query})").fetchone()
 
         def fetch(_: int, rows: list[int]) -> list[str]:
-            row_list = _int_list(rows)
-            found = dict(connection.execute(
-                f"SELECT pos, {name} FROM (SELECT {name}, row_number() OVER () - 1 AS pos FROM ({query})) "
-                f"WHERE pos IN ({row_list})"
-            ).fetchall())
+            wanted = sorted(set(rows))
+            found: dict[int, str | None] = {}
+            reader = connection.execute(f"SELECT {name} FROM ({query})").to_arrow_reader(DUCKDB_BATCH_ROWS)
+            start, i = 0, 0
+            for batch in reader:
+                end = start + batch.num_rows
+                j = i
+                while j < len(wanted) and wanted[j] < end:
+                    j += 1
+                if j > i:
+                    picked = batch.column(0).take(pa.array([r - start for r in wanted[i:j]], pa.int64())).to_pylist()
+                    found.update(zip(wanted[i:j], picked))
+                    i = j
+                start = end
+                if i == len(wanted):
+                    break
             return [_check_text(found.get(row), f"{database}, query row {row + 1}") for row in rows]
 
         return _random_access_pool([int(total)], [f"{_file_id(database, base)}?{spec.query}"], fetch, seed, k)

@@ -17,7 +17,7 @@ from divcoef_assets import storage
 from divcoef_assets.definitions import build_definitions
 from divcoef_assets.partitions import dataset_probe_key
 from divcoef_assets.resources import DivcoefResource
-from divcoef_assets.storage import CoefficientRecord, ResultsStore, StoreLockedError
+from divcoef_assets.storage import CoefficientRecord, ResultsStore
 from divcoef_assets_tests.reliability.support import (
     coefficient_rows,
     db_path,
