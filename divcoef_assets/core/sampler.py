@@ -581,6 +581,7 @@ def _parquet_footers(files: Sequence[Path], column: str) -> list[int]:
 
 
 DUCKDB_BATCH_ROWS = 65_536  # rows per Arrow batch of a streamed DuckDB query
+DUCKDB_MEMORY_LIMIT = "256MB"  # DuckDB's buffer pool while sampling a DuckDB source
 
 
 def _quote(identifier: str) -> str:
@@ -644,22 +645,31 @@ def duckdb_pool(spec: DuckDBSource, base: Path, seed: int, k: int) -> Pool:
 
     A `count(*)` gives the positions to draw; then one streamed pass over the query's text column,
     in Arrow batches, keeps the drawn positions and stops after the last one. No document is
-    copied and memory holds one batch, but the time follows the query's rows (DuckDB reads the
-    text column of every row up to the last drawn one)."""
+    copied, and DuckDB's buffer pool is capped at `DUCKDB_MEMORY_LIMIT`, so memory stays flat; but
+    the time follows the query's rows (DuckDB reads the text column of every row up to the last
+    drawn one)."""
+    import duckdb
     import pyarrow as pa
 
     from divcoef_assets.core.sources import _duckdb_connection
 
     database = _resolve(spec.database, base)
-    connection, query = _duckdb_connection(spec, base)
+    connection, query = _duckdb_connection(spec, base, memory_limit=DUCKDB_MEMORY_LIMIT)
     try:
         name = _quote(spec.text_column)
-        (total,) = connection.execute(f"SELECT count(*) FROM ({query})").fetchone()
+        try:
+            (total,) = connection.execute(f"SELECT count(*) FROM ({query})").fetchone()
+        except duckdb.OutOfMemoryException as exc:
+            raise SourceDataError(
+                f"{database}: the query needs more than {DUCKDB_MEMORY_LIMIT} of memory while sampling ({exc}); "
+                "sample from a table or a simpler view"
+            ) from None
 
         def fetch(_: int, rows: list[int]) -> list[str]:
             wanted = sorted(set(rows))
             found: dict[int, str | None] = {}
-            reader = connection.execute(f"SELECT {name} FROM ({query})").to_arrow_reader(DUCKDB_BATCH_ROWS)
+            cursor = connection.cursor()  # its own result: stopping after the last drawn row leaves the connection usable
+            reader = cursor.sql(f"SELECT {name} FROM ({query})").to_arrow_reader(DUCKDB_BATCH_ROWS)  # streamed
             start, i = 0, 0
             for batch in reader:
                 end = start + batch.num_rows
@@ -673,6 +683,7 @@ def duckdb_pool(spec: DuckDBSource, base: Path, seed: int, k: int) -> Pool:
                 start = end
                 if i == len(wanted):
                     break
+            cursor.close()
             return [_check_text(found.get(row), f"{database}, query row {row + 1}") for row in rows]
 
         return _random_access_pool([int(total)], [f"{_file_id(database, base)}?{spec.query}"], fetch, seed, k)

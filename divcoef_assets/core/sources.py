@@ -741,8 +741,11 @@ def _iter_hub(spec: HuggingFaceSource) -> Iterator[str]:
         raise _hub_error(spec, exc) from exc
 
 
-def _duckdb_connection(spec: DuckDBSource, base: Path) -> tuple[Any, str]:
-    """A read-only connection to the source's database and its one SELECT statement, checked."""
+def _duckdb_connection(spec: DuckDBSource, base: Path, *, memory_limit: str | None = None) -> tuple[Any, str]:
+    """A read-only connection to the source's database and its one SELECT statement, checked.
+
+    `memory_limit` caps DuckDB's buffer pool (DuckDB's default is most of the machine's memory,
+    and a scan of a large table keeps its blocks cached up to it)."""
     import duckdb
 
     from divcoef_assets.core.duckdb_files import NO_EXTENSION_AUTOLOAD, not_duckdb_reason
@@ -757,7 +760,8 @@ def _duckdb_connection(spec: DuckDBSource, base: Path) -> tuple[Any, str]:
         # Read-only and without file-system access: the query can read the database and nothing else.
         # Extension auto-install/auto-load are off: a SQLite file must not make DuckDB download a scanner.
         connection = duckdb.connect(
-            str(database), read_only=True, config={"enable_external_access": False, **NO_EXTENSION_AUTOLOAD}
+            str(database), read_only=True,
+            config={"enable_external_access": False, **NO_EXTENSION_AUTOLOAD, **({"memory_limit": memory_limit} if memory_limit else {})},
         )
     except duckdb.Error as exc:
         reason = not_duckdb_reason(database)
@@ -778,7 +782,9 @@ def _duckdb_connection(spec: DuckDBSource, base: Path) -> tuple[Any, str]:
             )
         query = statements[0].query
         try:
-            columns = [d[0] for d in connection.execute(f"SELECT * FROM ({query}) LIMIT 0").description]
+            probe = connection.execute(f"SELECT * FROM ({query}) LIMIT 0")
+            columns = [d[0] for d in probe.description]
+            probe.fetchall()  # finished: the connection takes the next statement
         except duckdb.Error as exc:
             raise SourceDataError(f"{database}: the query failed ({exc})") from None
         if spec.text_column not in columns:
