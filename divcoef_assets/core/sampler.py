@@ -90,7 +90,7 @@ _MAX_KEY = (1 << 64) - 1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
-_ROW_BLOCK = 1 << 22  # row positions keyed at a time (32 MiB of keys)
+_ROW_BLOCK = 1 << 20  # row positions keyed at a time (8 MiB of keys: memory stays flat)
 
 
 # ----------------------------------------------------------------------------- keys
@@ -496,19 +496,28 @@ def _run_on_ray(tasks: list[tuple[dict[str, Any], dict[str, Any], int, int]], ra
 
 
 def _select_rows(row_counts: Sequence[int], salts: Sequence[int], want: int) -> list[tuple[int, int, int]]:
-    """The `want` (file, row) pairs with the smallest keys, as (key, file index, row), sorted."""
+    """The `want` (file, row) pairs with the smallest keys, as (key, file index, row), sorted.
+
+    Blocks of rows are keyed on a thread per core (numpy releases the GIL), each keeping its
+    `want` smallest, so memory stays a few blocks whatever the row count."""
+
+    def block(task: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        f, lo = task
+        rows = np.arange(lo, min(row_counts[f], lo + _ROW_BLOCK), dtype=np.int64)
+        keys = document_keys(salts[f], rows)
+        if keys.size > want:
+            part = np.argpartition(keys, want - 1)[:want]
+            keys, rows = keys[part], rows[part]
+        return keys, np.full(keys.size, f, dtype=np.int64), rows
+
+    tasks = [(f, lo) for f, n in enumerate(row_counts) for lo in range(0, n, _ROW_BLOCK)]
     best_keys = np.empty(0, dtype=np.uint64)
     best_file = np.empty(0, dtype=np.int64)
     best_row = np.empty(0, dtype=np.int64)
-    for f, (n, salt) in enumerate(zip(row_counts, salts)):
-        for lo in range(0, n, _ROW_BLOCK):
-            rows = np.arange(lo, min(n, lo + _ROW_BLOCK), dtype=np.int64)
-            keys = document_keys(salt, rows)
-            if keys.size > want:
-                part = np.argpartition(keys, want - 1)[:want]
-                keys, rows = keys[part], rows[part]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(tasks), os.cpu_count() or 1))) as pool:
+        for keys, files, rows in pool.map(block, tasks):
             best_keys = np.concatenate([best_keys, keys])
-            best_file = np.concatenate([best_file, np.full(keys.size, f, dtype=np.int64)])
+            best_file = np.concatenate([best_file, files])
             best_row = np.concatenate([best_row, rows])
             if best_keys.size > want:
                 part = np.argpartition(best_keys, want - 1)[:want]
@@ -582,6 +591,7 @@ def _parquet_footers(files: Sequence[Path], column: str) -> list[int]:
 
 DUCKDB_BATCH_ROWS = 65_536  # rows per Arrow batch of a streamed DuckDB query
 DUCKDB_MEMORY_LIMIT = "256MB"  # DuckDB's buffer pool while sampling a DuckDB source
+DUCKDB_ROWID_MEMORY_LIMIT = "32MB"  # and while reading drawn rows of a table one by one
 
 
 def _quote(identifier: str) -> str:
@@ -594,26 +604,33 @@ def _int_list(rows: Sequence[int]) -> str:
 
 
 def _parquet_fetch(files: Sequence[Path], column: str) -> Callable[[int, list[int]], list[str]]:
+    """Drawn rows of a Parquet file: only their pages decoded (`parquet_pages`), else DuckDB's row groups."""
     import duckdb
 
     from divcoef_assets.core.duckdb_files import NO_EXTENSION_AUTOLOAD
+    from divcoef_assets.core.parquet_pages import Unsupported, read_rows
 
     name = _quote(column)
 
-    def fetch(f: int, rows: list[int]) -> list[str]:
+    def by_row_group(f: int, rows: list[int]) -> dict[int, str | None]:
         connection = duckdb.connect(config=dict(NO_EXTENSION_AUTOLOAD))
-        # A literal IN list (of ints) lets DuckDB skip the pages that hold no drawn row.
-        row_list = _int_list(rows)
         try:
-            found = dict(connection.execute(
+            return dict(connection.execute(
                 f"SELECT file_row_number, {name} FROM read_parquet(?, file_row_number = true) "
-                f"WHERE file_row_number IN ({row_list})",
+                f"WHERE file_row_number IN ({_int_list(rows)})",
                 [str(files[f])],
             ).fetchall())
         except duckdb.Error as exc:
             raise CorruptSourceError(f"{files[f]}: reading rows failed ({exc}); the file may be truncated or corrupt: rewrite it") from None
         finally:
             connection.close()
+
+    def fetch(f: int, rows: list[int]) -> list[str]:
+        try:
+            found = read_rows(files[f], column, rows)
+        except Unsupported as exc:
+            logger.info("%s: reading whole row groups (its pages are not decoded here: %s)", files[f], exc)
+            found = by_row_group(f, rows)
         return [_check_text(found.get(row), f"{files[f]}, row {row + 1}") for row in rows]
 
     return fetch
@@ -626,28 +643,88 @@ def parquet_pool(spec: FilesSource, base: Path, seed: int, k: int) -> Pool:
 
 
 def arrow_pool(spec: HuggingFaceSource, local: Path, base: Path, seed: int, k: int) -> Pool:
-    loaded = load_saved_dataset(spec, local).select_columns([spec.text_column])
-    file_id = f"{_file_id(local, base)}#{spec.split}"
+    """Drawn rows of a `save_to_disk` folder, read from its memory-mapped Arrow table one by one.
 
-    def fetch(_: int, rows: list[int]) -> list[str]:
-        order = np.argsort(rows, kind="stable")
-        values = loaded.select(np.asarray(rows)[order])[spec.text_column]
-        out: list[str] = [""] * len(rows)
-        for i, value in zip(order, values):
-            out[int(i)] = _check_text(value, f"{local}, row {rows[int(i)] + 1}")
-        return out
+    Only the pages of the drawn rows (and each record batch's header) are touched. The rows are
+    taken from the Arrow column directly: going through the `datasets` API re-indexes every
+    record batch of the table on each call (select_columns, select)."""
+    loaded = load_saved_dataset(spec, local)
+    file_id = f"{_file_id(local, base)}#{spec.split}"
+    if loaded._indices is not None:  # an indices mapping (not written by save_to_disk): let `datasets` resolve it
+
+        def fetch(_: int, rows: list[int]) -> list[str]:
+            values = loaded.select(rows)[spec.text_column]
+            return [_check_text(v, f"{local}, row {r + 1}") for r, v in zip(rows, values)]
+    else:
+        column = loaded.data.table.column(spec.text_column)
+        starts = np.cumsum([0] + [len(chunk) for chunk in column.chunks])
+
+        def fetch(_: int, rows: list[int]) -> list[str]:
+            out = []
+            for row in rows:
+                c = int(np.searchsorted(starts, row, side="right")) - 1
+                out.append(_check_text(column.chunk(c)[row - int(starts[c])].as_py(), f"{local}, row {row + 1}"))
+            return out
 
     return _random_access_pool([loaded.num_rows], [file_id], fetch, seed, k)
+
+
+def _table_scan(connection: Any, query: str, total: int) -> tuple[str, str] | None:
+    """(statement, table) when the query is a plain scan of one table whose rowids are its positions.
+
+    A plain scan is `SELECT <columns or *> FROM <table>` with nothing else (no WHERE, ORDER BY,
+    LIMIT, DISTINCT, sample or expression that could depend on other rows). Its result row `p`
+    is the table's row with rowid `p` when the rowids run 0..n-1 (no deleted rows), because a scan
+    keeps insertion order. The statement is the query as DuckDB prints it (comments and `;`
+    dropped), so a WHERE can follow it. None when any of this does not hold, or cannot be checked.
+    """
+    import duckdb
+
+    try:
+        (serialized,) = connection.execute("SELECT json_serialize_sql(?)", [query]).fetchone()
+        tree = json.loads(serialized)
+        if tree.get("error") or len(tree["statements"]) != 1:
+            return None
+        node = tree["statements"][0]["node"]
+        source = node.get("from_table") or {}
+        plain = (
+            node.get("type") == "SELECT_NODE" and not node.get("modifiers") and not node["cte_map"]["map"]
+            and node.get("where_clause") is None and not node.get("group_expressions") and not node.get("group_sets")
+            and node.get("having") is None and node.get("sample") is None and node.get("qualify") is None
+            and source.get("type") == "BASE_TABLE" and source.get("sample") is None and source.get("at_clause") is None
+            and all(
+                item["class"] == "COLUMN_REF"
+                or (item["class"] == "STAR" and not item.get("replace_list") and item.get("expr") is None and not item.get("columns"))
+                for item in node["select_list"]
+            )
+        )
+        if not plain:
+            return None
+        table = ".".join(_quote(source[part]) for part in ("catalog_name", "schema_name", "table_name") if source[part])
+        described = connection.execute(f"SELECT * FROM {table} LIMIT 0")
+        columns = [d[0].lower() for d in described.description]
+        described.fetchall()
+        if "rowid" in columns:  # a column of that name hides the row id
+            return None
+        count, low, high = connection.execute(f"SELECT count(*), min(rowid), max(rowid) FROM {table}").fetchone()
+        if count != total or (count and (low != 0 or high != count - 1)):
+            return None
+        (statement,) = connection.execute("SELECT json_deserialize_sql(?)", [serialized]).fetchone()
+    except (duckdb.Error, KeyError, TypeError, ValueError):
+        return None
+    return statement, table
 
 
 def duckdb_pool(spec: DuckDBSource, base: Path, seed: int, k: int) -> Pool:
     """Rows of the query's result, addressed by their position (DuckDB keeps insertion order).
 
-    A `count(*)` gives the positions to draw; then one streamed pass over the query's text column,
-    in Arrow batches, keeps the drawn positions and stops after the last one. No document is
-    copied, and DuckDB's buffer pool is capped at `DUCKDB_MEMORY_LIMIT`, so memory stays flat; but
-    the time follows the query's rows (DuckDB reads the text column of every row up to the last
-    drawn one)."""
+    A `count(*)` gives the positions to draw. When the query is a plain scan of one table (see
+    `_table_scan`), each drawn row is read on its own by rowid, which DuckDB finds without
+    scanning the table: the time follows the sample. Any other query is streamed once, in Arrow
+    batches, keeping the drawn positions and stopping after the last one: no document is copied
+    and memory stays flat, but the time follows the query's rows. DuckDB's buffer pool is capped
+    at `DUCKDB_MEMORY_LIMIT` either way. Both ways draw the same positions, so give the same pool.
+    """
     import duckdb
     import pyarrow as pa
 
@@ -664,28 +741,59 @@ def duckdb_pool(spec: DuckDBSource, base: Path, seed: int, k: int) -> Pool:
                 f"{database}: the query needs more than {DUCKDB_MEMORY_LIMIT} of memory while sampling ({exc}); "
                 "sample from a table or a simpler view"
             ) from None
+        scan = _table_scan(connection, query, int(total))
+        if scan:  # point reads need a block or two each: a smaller cache keeps memory flat
+            connection.execute(f"SET memory_limit = '{DUCKDB_ROWID_MEMORY_LIMIT}'")
 
-        def fetch(_: int, rows: list[int]) -> list[str]:
+        def fetch_by_rowid(statement: str, rows: list[int]) -> dict[int, str | None]:
+            found: dict[int, str | None] = {}
+            for row in sorted(set(rows)):
+                # Literal bounds (each through int()): DuckDB then skips to the row's segment.
+                hit = connection.execute(
+                    f"SELECT {name} FROM ({statement}\nWHERE rowid BETWEEN {int(row)} AND {int(row)})"
+                ).fetchone()
+                if hit is None:
+                    raise SourceDataError(f"{database}: row {row + 1} of the query is gone: the table changed while it was sampled")
+                found[row] = hit[0]
+            return found
+
+        def fetch_streamed(rows: list[int]) -> dict[int, str | None]:
             wanted = sorted(set(rows))
             found: dict[int, str | None] = {}
             cursor = connection.cursor()  # its own result: stopping after the last drawn row leaves the connection usable
-            reader = cursor.sql(f"SELECT {name} FROM ({query})").to_arrow_reader(DUCKDB_BATCH_ROWS)  # streamed
-            start, i = 0, 0
-            for batch in reader:
-                end = start + batch.num_rows
-                j = i
-                while j < len(wanted) and wanted[j] < end:
-                    j += 1
-                if j > i:
-                    picked = batch.column(0).take(pa.array([r - start for r in wanted[i:j]], pa.int64())).to_pylist()
-                    found.update(zip(wanted[i:j], picked))
-                    i = j
-                start = end
-                if i == len(wanted):
-                    break
-            cursor.close()
+            try:
+                reader = cursor.sql(f"SELECT {name} FROM ({query})").to_arrow_reader(DUCKDB_BATCH_ROWS)  # streamed
+                start, i = 0, 0
+                for batch in reader:
+                    end = start + batch.num_rows
+                    j = i
+                    while j < len(wanted) and wanted[j] < end:
+                        j += 1
+                    if j > i:
+                        picked = batch.column(0).take(pa.array([r - start for r in wanted[i:j]], pa.int64())).to_pylist()
+                        found.update(zip(wanted[i:j], picked))
+                        i = j
+                    start = end
+                    if i == len(wanted):
+                        break
+            finally:
+                cursor.close()
+            return found
+
+        def fetch(_: int, rows: list[int]) -> list[str]:
+            try:
+                found = fetch_by_rowid(scan[0], rows) if scan else fetch_streamed(rows)
+            except duckdb.OutOfMemoryException as exc:
+                raise SourceDataError(
+                    f"{database}: reading the drawn rows needs more than {DUCKDB_MEMORY_LIMIT} of memory ({exc}); "
+                    "sample from a table or a simpler view"
+                ) from None
             return [_check_text(found.get(row), f"{database}, query row {row + 1}") for row in rows]
 
+        if scan:
+            logger.info("sampling %s by rowid: the query is a plain scan of %s", database.name, scan[1])
+        else:
+            logger.info("sampling %s by streaming the query once (not a plain scan of one table)", database.name)
         return _random_access_pool([int(total)], [f"{_file_id(database, base)}?{spec.query}"], fetch, seed, k)
     finally:
         connection.close()

@@ -741,6 +741,18 @@ def _iter_hub(spec: HuggingFaceSource) -> Iterator[str]:
         raise _hub_error(spec, exc) from exc
 
 
+def _nestable(statement: str) -> str:
+    """The statement without what trails its last token (`;`, comments), so it can be nested as a subquery."""
+    import duckdb
+
+    tokens = duckdb.tokenize(statement)
+    body = [i for i, (start, kind) in enumerate(tokens)
+            if kind != duckdb.token_type.comment and not (kind == duckdb.token_type.operator and statement[start] == ";")]
+    if not body or body[-1] + 1 == len(tokens):
+        return statement.strip()
+    return statement[:tokens[body[-1] + 1][0]].strip()
+
+
 def _duckdb_connection(spec: DuckDBSource, base: Path, *, memory_limit: str | None = None) -> tuple[Any, str]:
     """A read-only connection to the source's database and its one SELECT statement, checked.
 
@@ -780,7 +792,7 @@ def _duckdb_connection(spec: DuckDBSource, base: Path, *, memory_limit: str | No
             raise SourceDataError(
                 f"{database}: the query must be exactly one SELECT statement, got {spec.query!r}"
             )
-        query = statements[0].query
+        query = _nestable(statements[0].query)
         try:
             probe = connection.execute(f"SELECT * FROM ({query}) LIMIT 0")
             columns = [d[0] for d in probe.description]

@@ -162,6 +162,34 @@ def test_parquet_reads_only_the_drawn_rows(tmp_path: Path) -> None:
     assert whole.complete and len(whole.docs) == 4500 and whole.n_usable_estimate == 4500
 
 
+def test_parquet_pages_and_whole_row_groups_give_the_same_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from divcoef_assets.core import parquet_pages
+
+    texts = [None if i % 10 == 0 else t for i, t in enumerate(docs(4000))]
+    pq.write_table(pa.table({"text": texts}), tmp_path / "a.parquet", row_group_size=1000, data_page_size=2048)
+    pq.write_table(pa.table({"text": texts}), tmp_path / "b.parquet", column_encoding={"text": "DELTA_LENGTH_BYTE_ARRAY"},
+                   use_dictionary=False)  # not decoded by pages: read by row group
+    spec = FilesSource(path="*.parquet")
+    pages = sample_pool(spec, tmp_path, seed=5, k=200)
+    assert {d.file for d in pages.docs} == {"a.parquet", "b.parquet"}
+
+    def unsupported(*args: object) -> None:
+        raise parquet_pages.Unsupported("switched off")
+
+    monkeypatch.setattr(parquet_pages, "read_rows", unsupported)
+    assert sample_pool(spec, tmp_path, seed=5, k=200) == pages
+
+
+def test_a_parquet_file_damaged_inside_a_page_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"text": docs(3000)}), path, compression="zstd", row_group_size=3000)
+    data = bytearray(path.read_bytes())
+    data[200:4000] = bytes(3800)  # zeroes over the first pages of the text column
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptSourceError, match=r"bad.parquet: reading rows failed"):
+        sample_pool(FilesSource(path="bad.parquet"), tmp_path, seed=0, k=2000)
+
+
 def test_a_corrupt_parquet_footer_names_the_file(tmp_path: Path) -> None:
     parquet_corpus(tmp_path / "good.parquet", docs(50))
     data = parquet_corpus(tmp_path / "bad.parquet", docs(50)).read_bytes()
@@ -185,6 +213,24 @@ def test_arrow_folders_read_selected_rows_and_a_corrupt_file_is_named(tmp_path: 
         sample_pool(spec, tmp_path, seed=0, k=40)
 
 
+def test_arrow_rows_read_directly_match_the_datasets_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    texts = docs(3000)
+    dataset = datasets.Dataset.from_dict({"id": list(range(3000)), "text": texts})
+    dataset.save_to_disk(str(tmp_path / "hf"), max_shard_size="20KB")  # several Arrow files and record batches
+    spec = HuggingFaceSource(path="hf")
+    direct = sample_pool(spec, tmp_path, seed=4, k=100)
+    assert all(texts[int(d.locator.split()[1]) - 1] == d.text for d in direct.docs)
+    loaded = sampler.load_saved_dataset(spec, tmp_path / "hf")
+    mapped = loaded.select(range(2999, -1, -1))  # the rows reversed behind an indices mapping: read through `datasets`
+    assert loaded._indices is None and mapped._indices is not None
+    monkeypatch.setattr(sampler, "load_saved_dataset", lambda *args: mapped)
+    through = sample_pool(spec, tmp_path, seed=4, k=100)
+    assert [(d.key, d.locator) for d in through.docs] == [(d.key, d.locator) for d in direct.docs]
+    assert all(texts[3000 - int(d.locator.split()[1])] == d.text for d in through.docs)
+
+
 def test_duckdb_queries_are_sampled_by_result_row(tmp_path: Path) -> None:
     import duckdb
 
@@ -195,6 +241,36 @@ def test_duckdb_queries_are_sampled_by_result_row(tmp_path: Path) -> None:
     assert len(pool.docs) == 30 and pool.n_records == 1500
     assert all(d.text == f"row {2 * (int(d.locator.split()[1]) - 1)}" for d in pool.docs)
     assert sample_pool(spec, tmp_path, seed=0, k=60).docs[:30] == pool.docs
+
+
+def test_duckdb_plain_table_scans_read_drawn_rows_by_rowid_with_the_streamed_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "d.duckdb")) as con:
+        con.execute("CREATE TABLE docs AS SELECT i AS id, 'doc ' || i AS body FROM range(5000) t(i)")
+        con.execute("CREATE VIEW every AS SELECT body FROM docs")
+        con.execute("CREATE TABLE gaps AS SELECT * FROM docs")
+        con.execute("DELETE FROM gaps WHERE id % 3 = 0")
+    plain = ["SELECT body FROM docs", 'SELECT * FROM main."docs" AS d; -- trailing comment', "SELECT id, body AS body FROM docs"]
+    streamed = ["SELECT body FROM every", "SELECT body FROM docs ORDER BY id", "SELECT body FROM docs LIMIT 5000",
+                "SELECT * EXCLUDE (id) FROM (SELECT * FROM docs)", "SELECT body FROM gaps"]
+    with duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True) as con:
+        for query in plain + streamed:
+            total = 3333 if "gaps" in query else 5000
+            assert (sampler._table_scan(con, con.extract_statements(query)[0].query, total) is not None) == (query in plain), query
+    by_rowid = {q: sample_pool(DuckDBSource(database="d.duckdb", query=q, text_column="body"), tmp_path, seed=3, k=50) for q in plain}
+    monkeypatch.setattr(sampler, "_table_scan", lambda *args: None)
+    for query in plain + streamed:
+        pool = sample_pool(DuckDBSource(database="d.duckdb", query=query, text_column="body"), tmp_path, seed=3, k=50)
+        assert len(pool.docs) == 50 and pool.n_records == (3333 if "gaps" in query else 5000)
+        if query in plain:
+            assert pool == by_rowid[query]
+        if "gaps" not in query:
+            assert all(d.text == f"doc {int(d.locator.split()[1]) - 1}" for d in pool.docs)
+        else:
+            assert all(int(d.text.split()[1]) % 3 != 0 for d in pool.docs)
 
 
 def test_sampler_module_has_no_dagster_import() -> None:
