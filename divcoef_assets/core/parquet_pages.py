@@ -34,6 +34,8 @@ _HEADER_READ = 4096  # bytes read for a page header at first (doubled while the 
 _CODECS = {"SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd", "LZ4": "lz4_raw", "LZ4_RAW": "lz4_raw"}
 _DATA_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 2, 3
 _PLAIN, _PLAIN_DICTIONARY, _RLE, _RLE_DICTIONARY = 0, 2, 3, 8
+# Deeper than this share of a page, decompressing it whole at once is cheaper than streaming a prefix.
+_PREFIX_DEPTH = 0.6
 
 
 class Unsupported(Exception):
@@ -183,8 +185,34 @@ def _plain_offsets(data: bytes, pos: int, count: int, upto: int | None = None) -
     return starts
 
 
-def _plain_value(data: bytes, starts: list[int], i: int) -> str:
-    return data[starts[i]:starts[i + 1] - 4].decode("utf-8")
+def _plain_value(data: bytes | memoryview, starts: list[int], i: int) -> str:
+    return str(data[starts[i]:starts[i + 1] - 4], "utf-8")
+
+
+class _Prefix:
+    """A page's bytes, decompressed only as far as they are read (zstd, gzip, brotli: streaming codecs).
+
+    A drawn row sits on average halfway into its page: the rest of the page is never decompressed."""
+
+    STREAMING = {"ZSTD": "zstd", "GZIP": "gzip", "BROTLI": "brotli"}
+    STEP = 1 << 16  # bytes decompressed at a time
+
+    def __init__(self, raw: bytes, codec: str, size: int) -> None:
+        import pyarrow as pa
+
+        self.size = size
+        self.data = bytearray()
+        self._stream = pa.CompressedInputStream(pa.BufferReader(raw), self.STREAMING[codec])
+
+    def need(self, end: int) -> None:
+        """Decompress at least through byte `end` (raises `Unsupported` past the page's end)."""
+        while len(self.data) < end:
+            chunk = self._stream.read(max(self.STEP, end - len(self.data)))
+            if not chunk:
+                raise Unsupported(f"a page ends at byte {len(self.data)}, before byte {end}")
+            self.data += chunk
+        if len(self.data) > self.size:
+            raise Unsupported(f"a page decompresses past its {self.size} bytes")
 
 
 # ----------------------------------------------------------------------------- one column chunk
@@ -249,7 +277,7 @@ class _Chunk:
                 return page
         raise Unsupported(f"row {row} is past the column chunk's pages ({self.next_row} rows)")
 
-    def _body(self, offset: int, header_size: int, header: dict[int, Any], compressed_from: int = 0) -> bytes:
+    def _body(self, offset: int, header_size: int, header: dict[int, Any], compressed_from: int = 0) -> bytes | memoryview:
         raw = os.pread(self.fd, header[3], offset + header_size)
         if len(raw) != header[3]:
             raise Unsupported(f"a page at byte {offset} is cut short")
@@ -261,8 +289,8 @@ class _Chunk:
         if codec is None:
             raise Unsupported(f"compression {self.codec}")
         head, body = raw[:compressed_from], raw[compressed_from:]
-        plain = pa.decompress(body, decompressed_size=header[2] - compressed_from, codec=codec, asbytes=True)
-        return head + plain
+        plain = pa.decompress(body, decompressed_size=header[2] - compressed_from, codec=codec)
+        return head + plain.to_pybytes() if head else memoryview(plain)  # no copy of the page where none is needed
 
     def _dictionary(self) -> tuple[bytes, list[int]]:
         if self.dictionary is None:
@@ -292,6 +320,9 @@ class _Chunk:
 
     def _read_page(self, page: _Page, rows: list[int]) -> dict[int, str | None]:
         header = page.header
+        depth = (max(rows) - page.first_row + 1) / page.n_rows  # how far into the page the last drawn row is
+        if header[1] == _DATA_PAGE and header[5][2] == _PLAIN and self.codec in _Prefix.STREAMING and depth <= _PREFIX_DEPTH:
+            return self._read_plain_prefix(page, rows)
         if header[1] == _DATA_PAGE:
             info = header[5]
             encoding = info[2]
@@ -342,6 +373,43 @@ class _Chunk:
             local = row - page.first_row
             out[row] = value(int(value_index[local])) if defined[local] else None
         return out
+
+    def _read_plain_prefix(self, page: _Page, rows: list[int]) -> dict[int, str | None]:
+        """A v1 PLAIN page read by decompressing it only up to its last drawn value."""
+        header, info = page.header, page.header[5]
+        raw = os.pread(self.fd, header[3], page.offset + page.header_size)
+        if len(raw) != header[3]:
+            raise Unsupported(f"a page at byte {page.offset} is cut short")
+        prefix = _Prefix(raw, self.codec, header[2])
+        pos = 0
+        defined = np.ones(page.n_rows, dtype=bool)
+        if self.max_def:
+            if info.get(3, _RLE) != _RLE:
+                raise Unsupported(f"definition level encoding {info.get(3)}")
+            prefix.need(4)
+            (length,) = struct.unpack_from("<I", prefix.data, 0)
+            prefix.need(4 + length)
+            levels = _hybrid(bytes(prefix.data[:4 + length]), 4, 4 + length, self.max_def.bit_length(), page.n_rows)
+            defined = levels == self.max_def
+            pos = 4 + length
+        value_index = np.cumsum(defined) - 1
+        wanted = {int(value_index[r - page.first_row]) for r in rows if defined[r - page.first_row]}
+        texts: dict[int, str] = {}
+        unpack = struct.Struct("<I").unpack_from
+        data = prefix.data
+        for i in range(max(wanted) + 1 if wanted else 0):
+            if pos + 4 > len(data):
+                prefix.need(pos + 4)
+                data = prefix.data
+            (length,) = unpack(data, pos)
+            pos += 4 + length
+            if i in wanted:
+                prefix.need(pos)
+                data = prefix.data
+                texts[i] = str(data[pos - length:pos], "utf-8")
+        if pos > header[2]:
+            raise Unsupported(f"the PLAIN values run past their {header[2]}-byte page")
+        return {r: texts[int(value_index[r - page.first_row])] if defined[r - page.first_row] else None for r in rows}
 
 
 def read_rows(path: str | Path, column: str, rows: Sequence[int]) -> dict[int, str | None]:

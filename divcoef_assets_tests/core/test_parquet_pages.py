@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from divcoef_assets.core import parquet_pages
 from divcoef_assets.core.parquet_pages import Unsupported, read_rows
 
 
@@ -34,6 +35,8 @@ SETTINGS = [
     dict(compression="lz4", dictionary_pagesize_limit=2048),
     dict(compression="none", write_page_index=True),
     dict(compression="zstd", data_page_version="2.0", dictionary_pagesize_limit=2048, write_statistics=False),
+    dict(compression="zstd", use_dictionary=False),  # pages decompressed only up to their last drawn value
+    dict(compression="gzip", dictionary_pagesize_limit=2048),
 ]
 
 
@@ -82,3 +85,24 @@ def test_a_damaged_page_does_not_pass_as_text(tmp_path: Path) -> None:
         return
     assert got != dict(enumerate(values))  # only text bytes were hit: the damage shows in the values
     assert sum(got[i] != values[i] for i in range(2000)) <= 2
+
+
+def test_streamed_page_prefixes_are_used_and_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = texts(4000, seed=3)
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": values}), path, compression="zstd", use_dictionary=False, data_page_size=2048,
+                   write_batch_size=64)  # pages of at most 64 rows
+    calls = []
+    original = parquet_pages._Chunk._read_plain_prefix
+
+    def counted(self: object, page: object, rows: list[int]) -> dict:
+        calls.append(len(rows))
+        return original(self, page, rows)
+
+    monkeypatch.setattr(parquet_pages._Chunk, "_read_plain_prefix", counted)
+    rows = list(range(3, 4000, 64))  # the fourth row of each page
+    assert read_rows(path, "text", rows) == {r: values[r] for r in rows}
+    assert len(calls) >= 10
+    calls.clear()
+    assert read_rows(path, "text", range(4000)) == dict(enumerate(values))  # every page read to its end: whole
+    assert not calls
