@@ -615,10 +615,11 @@ def _parquet_fetch(files: Sequence[Path], column: str) -> Callable[[int, list[in
 
     def by_row_group(f: int, rows: list[int]) -> dict[int, str | None]:
         connection = duckdb.connect(config=dict(NO_EXTENSION_AUTOLOAD))
+        row_list = _int_list(rows)
         try:
             return dict(connection.execute(
                 f"SELECT file_row_number, {name} FROM read_parquet(?, file_row_number = true) "
-                f"WHERE file_row_number IN ({_int_list(rows)})",
+                f"WHERE file_row_number IN ({row_list})",
                 [str(files[f])],
             ).fetchall())
         except duckdb.Error as exc:
@@ -746,12 +747,13 @@ def duckdb_pool(spec: DuckDBSource, base: Path, seed: int, k: int) -> Pool:
         if scan:  # point reads need a block or two each: a smaller cache keeps memory flat
             connection.execute(f"SET memory_limit = '{DUCKDB_ROWID_MEMORY_LIMIT}'")
 
-        def fetch_by_rowid(statement: str, rows: list[int]) -> dict[int, str | None]:
+        def fetch_by_rowid(query: str, rows: list[int]) -> dict[int, str | None]:
             found: dict[int, str | None] = {}
             for row in sorted(set(rows)):
-                # Literal bounds (each through int()): DuckDB then skips to the row's segment.
+                # A literal bound (through int()): DuckDB then skips to the row's segment.
+                row_list = _int_list([row])
                 hit = connection.execute(
-                    f"SELECT {name} FROM ({statement}\nWHERE rowid BETWEEN {int(row)} AND {int(row)})"
+                    f"SELECT {name} FROM ({query}\nWHERE rowid BETWEEN {row_list} AND {row_list})"
                 ).fetchone()
                 if hit is None:
                     raise SourceDataError(f"{database}: row {row + 1} of the query is gone: the table changed while it was sampled")
