@@ -671,14 +671,13 @@ def arrow_pool(spec: HuggingFaceSource, local: Path, base: Path, seed: int, k: i
     return _random_access_pool([loaded.num_rows], [file_id], fetch, seed, k)
 
 
-def _table_scan(connection: Any, query: str, total: int) -> tuple[str, str] | None:
-    """(statement, table) when the query is a plain scan of one table whose rowids are its positions.
+def _table_scan(connection: Any, query: str, total: int) -> str | None:
+    """The table (quoted) when the query is a plain scan of one table whose rowids are its positions.
 
     A plain scan is `SELECT <columns or *> FROM <table>` with nothing else (no WHERE, ORDER BY,
     LIMIT, DISTINCT, sample or expression that could depend on other rows). Its result row `p`
     is the table's row with rowid `p` when the rowids run 0..n-1 (no deleted rows), because a scan
-    keeps insertion order. The statement is the query as DuckDB prints it (comments and `;`
-    dropped), so a WHERE can follow it. None when any of this does not hold, or cannot be checked.
+    keeps insertion order. None when any of this does not hold, or cannot be checked.
     """
     import duckdb
 
@@ -711,10 +710,9 @@ def _table_scan(connection: Any, query: str, total: int) -> tuple[str, str] | No
         count, low, high = connection.execute(f"SELECT count(*), min(rowid), max(rowid) FROM {table}").fetchone()
         if count != total or (count and (low != 0 or high != count - 1)):
             return None
-        (statement,) = connection.execute("SELECT json_deserialize_sql(?)", [serialized]).fetchone()
     except (duckdb.Error, KeyError, TypeError, ValueError):
         return None
-    return statement, table
+    return table
 
 
 def duckdb_pool(spec: DuckDBSource, base: Path, seed: int, k: int) -> Pool:
@@ -744,10 +742,11 @@ def duckdb_pool(spec: DuckDBSource, base: Path, seed: int, k: int) -> Pool:
                 "sample from a table or a simpler view"
             ) from None
         scan = _table_scan(connection, query, int(total))
+        limit = DUCKDB_ROWID_MEMORY_LIMIT if scan else DUCKDB_MEMORY_LIMIT
         if scan:  # point reads need a block or two each: a smaller cache keeps memory flat
             connection.execute(f"SET memory_limit = '{DUCKDB_ROWID_MEMORY_LIMIT}'")
 
-        def fetch_by_rowid(query: str, rows: list[int]) -> dict[int, str | None]:
+        def fetch_by_rowid(rows: list[int]) -> dict[int, str | None]:
             found: dict[int, str | None] = {}
             for row in sorted(set(rows)):
                 # A literal bound (through int()): DuckDB then skips to the row's segment.
@@ -785,16 +784,16 @@ def duckdb_pool(spec: DuckDBSource, base: Path, seed: int, k: int) -> Pool:
 
         def fetch(_: int, rows: list[int]) -> list[str]:
             try:
-                found = fetch_by_rowid(scan[0], rows) if scan else fetch_streamed(rows)
+                found = fetch_by_rowid(rows) if scan else fetch_streamed(rows)
             except duckdb.OutOfMemoryException as exc:
                 raise SourceDataError(
-                    f"{database}: reading the drawn rows needs more than {DUCKDB_MEMORY_LIMIT} of memory ({exc}); "
+                    f"{database}: reading the drawn rows needs more than {limit} of memory ({exc}); "
                     "sample from a table or a simpler view"
                 ) from None
             return [_check_text(found.get(row), f"{database}, query row {row + 1}") for row in rows]
 
         if scan:
-            logger.info("sampling %s by rowid: the query is a plain scan of %s", database.name, scan[1])
+            logger.info("sampling %s by rowid: the query is a plain scan of %s", database.name, scan)
         else:
             logger.info("sampling %s by streaming the query once (not a plain scan of one table)", database.name)
         return _random_access_pool([int(total)], [f"{_file_id(database, base)}?{spec.query}"], fetch, seed, k)
