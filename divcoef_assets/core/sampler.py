@@ -53,6 +53,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from divcoef_assets.core import arrow_ipc
 from divcoef_assets.core.sources import (
     MAX_LINE_BYTES,
     CorruptSourceError,
@@ -645,13 +646,30 @@ def parquet_pool(spec: FilesSource, base: Path, seed: int, k: int) -> Pool:
 
 
 def arrow_pool(spec: HuggingFaceSource, local: Path, base: Path, seed: int, k: int) -> Pool:
-    """Drawn rows of a `save_to_disk` folder, read from its memory-mapped Arrow table one by one.
+    """Drawn rows of a `save_to_disk` folder, each read on its own from the Arrow files.
 
-    Only the pages of the drawn rows (and each record batch's header) are touched. The rows are
-    taken from the Arrow column directly: going through the `datasets` API re-indexes every
-    record batch of the table on each call (select_columns, select)."""
-    loaded = load_saved_dataset(spec, local)
+    `arrow_ipc` walks the record batch headers with positioned reads and reads a drawn row as its
+    offsets and bytes: nothing is memory-mapped, so resident memory does not grow with the folder.
+    A folder it does not walk (compressed batches, an unusual column type, a file that does not
+    add up) is opened with `datasets.load_from_disk` instead (memory-mapped), and the rows taken
+    from the Arrow column: the same rows, so the same pool, and a damaged file named."""
     file_id = f"{_file_id(local, base)}#{spec.split}"
+    try:
+        saved = arrow_ipc.open_saved_column(local, spec.split, spec.text_column)
+    except arrow_ipc.Unsupported as exc:
+        logger.info("%s: read through datasets.load_from_disk (%s)", local, exc)
+    else:
+
+        def read(_: int, rows: list[int]) -> list[str]:
+            try:
+                values = saved.read_rows(rows)
+            except arrow_ipc.Unsupported as exc:
+                raise CorruptSourceError(f"a drawn row cannot be read: {exc}; the file may be truncated or corrupt: save the dataset again") from None
+            return [_check_text(values[r], f"{local}, row {r + 1}") for r in rows]
+
+        return _random_access_pool([saved.num_rows], [file_id], read, seed, k)
+
+    loaded = load_saved_dataset(spec, local)
     if loaded._indices is not None:  # an indices mapping (not written by save_to_disk): let `datasets` resolve it
 
         def fetch(_: int, rows: list[int]) -> list[str]:

@@ -213,7 +213,7 @@ def test_arrow_folders_read_selected_rows_and_a_corrupt_file_is_named(tmp_path: 
         sample_pool(spec, tmp_path, seed=0, k=40)
 
 
-def test_arrow_rows_read_directly_match_the_datasets_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_arrow_rows_read_by_positioned_reads_match_the_datasets_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
 
     texts = docs(3000)
@@ -222,6 +222,12 @@ def test_arrow_rows_read_directly_match_the_datasets_api(tmp_path: Path, monkeyp
     spec = HuggingFaceSource(path="hf")
     direct = sample_pool(spec, tmp_path, seed=4, k=100)
     assert all(texts[int(d.locator.split()[1]) - 1] == d.text for d in direct.docs)
+
+    def unsupported(*args: object) -> None:
+        raise sampler.arrow_ipc.Unsupported("forced")
+
+    monkeypatch.setattr(sampler.arrow_ipc, "open_saved_column", unsupported)  # read through `datasets`
+    assert sample_pool(spec, tmp_path, seed=4, k=100) == direct
     loaded = sampler.load_saved_dataset(spec, tmp_path / "hf")
     mapped = loaded.select(range(2999, -1, -1))  # the rows reversed behind an indices mapping: read through `datasets`
     assert loaded._indices is None and mapped._indices is not None
