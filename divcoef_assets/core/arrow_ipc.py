@@ -18,6 +18,7 @@ caller reads the folder through `datasets` instead.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import struct
@@ -31,6 +32,7 @@ __all__ = ["SavedColumn", "Unsupported", "open_saved_column"]
 
 _CONTINUATION = 0xFFFFFFFF
 _FIRST_READ = 2048  # bytes read for a message's prefix and header at once (more when it is longer)
+_WALKERS = 8  # files walked at once
 _SCHEMA, _DICTIONARY_BATCH, _RECORD_BATCH = 1, 2, 3
 _UTF8, _LARGE_UTF8 = 5, 20
 _DICT_DATASET_FILE, _STATE_FILE = "dataset_dict.json", "state.json"
@@ -96,16 +98,14 @@ class _Table:
         slots = range(at + 4, at + 4 + 4 * n, 4)
         return [_Table(self.buf, s + struct.unpack_from("<I", self.buf, s)[0]) for s in slots]
 
-    def structs(self, i: int) -> np.ndarray:
-        """A vector of 16-byte structs of two int64 (FieldNode, Buffer) as an (n, 2) array."""
+    def struct_at(self, i: int, index: int, fmt: str) -> tuple[int, ...]:
+        """Element `index` of a vector of 16-byte structs (FieldNode, Buffer), unpacked from `fmt`."""
         at = self._target(i)
-        if at is None:
-            return np.empty((0, 2), dtype="<i8")
-        n = struct.unpack_from("<I", self.buf, at)[0]
-        if at + 4 + 16 * n > len(self.buf):
-            raise Unsupported("a vector runs past its message header")
-        # The vector's elements are 8-aligned in the buffer, after a 4-byte length.
-        return np.frombuffer(self.buf, dtype="<i8", count=2 * n, offset=at + 4).reshape(n, 2)
+        n = 0 if at is None else struct.unpack_from("<I", self.buf, at)[0]
+        size = struct.calcsize(fmt)
+        if at is None or not (0 <= index and index * 16 + size <= 16 * n) or at + 4 + 16 * n > len(self.buf):
+            raise Unsupported("a record batch has fewer columns than its schema")
+        return struct.unpack_from(fmt, self.buf, at + 4 + 16 * index)
 
 
 # ----------------------------------------------------------------------------- schema
@@ -167,15 +167,23 @@ class _File:
     data: np.ndarray
 
 
-def _walk(path: Path, column: str) -> _File:
+def _open(path: Path) -> int:
+    """A descriptor for positioned reads; the kernel is told not to read ahead of them."""
     fd = os.open(path, os.O_RDONLY)
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+    return fd
+
+
+def _walk(path: Path, column: str) -> _File:
+    fd = _open(path)
     try:
         size = os.fstat(fd).st_size
         pos = 0
         target: _Target | None = None
         rows: list[int] = []
         nulls: list[int] = []
-        spans: list[np.ndarray] = []
+        spans: list[tuple[int, ...]] = []
         while pos < size:
             head = os.pread(fd, _FIRST_READ, pos)
             if len(head) < 4:
@@ -211,16 +219,15 @@ def _walk(path: Path, column: str) -> _File:
                 if header.present(3):
                     raise Unsupported("compressed record batch bodies")
                 n = header.scalar(0, "q", 0)
-                nodes, buffers = header.structs(1), header.structs(2)
-                if target.node >= len(nodes) or target.buffer + 2 >= len(buffers) or nodes[target.node, 0] != n:
+                length, null_count = header.struct_at(1, target.node, "<qq")
+                span = header.struct_at(2, target.buffer, "<6q")  # validity, offsets, data: (offset, length) each
+                if length != n:
                     raise Unsupported(f"a record batch at byte {pos} does not match its schema")
-                span = buffers[target.buffer:target.buffer + 3].copy()
-                if (span < 0).any() or (span[:, 0] + span[:, 1] > body_length).any():
+                if min(span) < 0 or any(span[j] + span[j + 1] > body_length for j in (0, 2, 4)):
                     raise Unsupported(f"a buffer of the record batch at byte {pos} runs past its body")
-                span[:, 0] += body
                 rows.append(n)
-                nulls.append(int(nodes[target.node, 1]))
-                spans.append(span)
+                nulls.append(null_count)
+                spans.append((body + span[0], span[1], body + span[2], span[3], body + span[4], span[5]))
             elif kind != _DICTIONARY_BATCH:
                 raise Unsupported(f"a message of type {kind} at byte {pos}")
             pos = body + body_length
@@ -230,7 +237,7 @@ def _walk(path: Path, column: str) -> _File:
         os.close(fd)
     if target is None:
         raise Unsupported("no schema message")
-    stacked = np.stack(spans) if spans else np.empty((0, 3, 2), dtype=np.int64)
+    stacked = np.array(spans, dtype=np.int64).reshape(-1, 3, 2)
     return _File(path, target.large, np.array(rows, dtype=np.int64), np.array(nulls, dtype=np.int64),
                  stacked[:, 0], stacked[:, 1], stacked[:, 2])
 
@@ -283,7 +290,7 @@ class SavedColumn:
                 at = int(np.searchsorted(self.starts, row, side="right")) - 1
                 i, b = index[at]
                 if i not in fds:
-                    fds[i] = os.open(self.files[i].path, os.O_RDONLY)
+                    fds[i] = _open(self.files[i].path)
                 out[row] = _row(fds[i], self.files[i], b, row - int(self.starts[at]))
         except Unsupported as exc:
             raise Unsupported(f"{self.files[i].path}: {exc}") from None
@@ -319,6 +326,9 @@ def _data_files(folder: Path, split: str) -> list[Path]:
 
 def open_saved_column(folder: str | Path, split: str, column: str) -> SavedColumn:
     """Walk the split's stream files once: the record batches where the column's rows lie."""
-    files = tuple(_walk(path, column) for path in _data_files(Path(folder), split))
+    paths = _data_files(Path(folder), split)
+    # The walks wait on reads (which release the GIL): files are walked side by side.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(paths), _WALKERS))) as pool:
+        files = tuple(pool.map(lambda path: _walk(path, column), paths))
     counts = np.concatenate([f.rows for f in files]) if files else np.empty(0, dtype=np.int64)
     return SavedColumn(files, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
