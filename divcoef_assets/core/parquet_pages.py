@@ -32,6 +32,7 @@ __all__ = ["Unsupported", "read_rows"]
 _HEADER_READ = 4096  # bytes read for a page header at first (doubled while the header is longer)
 # pyarrow names LZ4_RAW "LZ4"; an old Hadoop-framed LZ4 page then fails to decode and raises Unsupported.
 _CODECS = {"SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd", "LZ4": "lz4_raw", "LZ4_RAW": "lz4_raw"}
+_U32 = struct.Struct("<I")
 _DATA_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 2, 3
 _PLAIN, _PLAIN_DICTIONARY, _RLE, _RLE_DICTIONARY = 0, 2, 3, 8
 # Deeper than this share of a page, decompressing it whole at once is cheaper than streaming a prefix.
@@ -170,15 +171,19 @@ def _plain_offsets(data: bytes, pos: int, count: int, upto: int | None = None) -
     `Unsupported`; so does a full walk that does not end exactly at the page's end.
     """
     n = count if upto is None else min(count, upto)
-    starts = []
+    starts: list[int] = []
+    append = starts.append
     size = len(data)
-    unpack = struct.Struct("<I").unpack_from
-    for _ in range(n):
-        (length,) = unpack(data, pos)
-        starts.append(pos + 4)
-        pos += 4 + length
-        if pos > size:
-            raise Unsupported(f"a PLAIN value runs past its {size}-byte page")
+    unpack = _U32.unpack_from
+    try:
+        for _ in range(n):
+            pos += 4
+            append(pos)
+            pos += unpack(data, pos - 4)[0]
+    except struct.error:  # a length past the end: the value before it ran past the page
+        raise Unsupported(f"a PLAIN value runs past its {size}-byte page") from None
+    if pos > size:
+        raise Unsupported(f"a PLAIN value runs past its {size}-byte page")
     if n == count and pos != size:
         raise Unsupported(f"the PLAIN values end at byte {pos} of a {size}-byte page")
     starts.append(pos + 4)
@@ -395,18 +400,20 @@ class _Chunk:
         value_index = np.cumsum(defined) - 1
         wanted = {int(value_index[r - page.first_row]) for r in rows if defined[r - page.first_row]}
         texts: dict[int, str] = {}
-        unpack = struct.Struct("<I").unpack_from
-        data = prefix.data
-        for i in range(max(wanted) + 1 if wanted else 0):
-            if pos + 4 > len(data):
-                prefix.need(pos + 4)
-                data = prefix.data
-            (length,) = unpack(data, pos)
-            pos += 4 + length
-            if i in wanted:
-                prefix.need(pos)
-                data = prefix.data
-                texts[i] = str(data[pos - length:pos], "utf-8")
+        unpack = _U32.unpack_from
+        data = prefix.data  # grows in place as `need` decompresses more
+        i = 0
+        for target in sorted(wanted):
+            while i <= target:
+                try:
+                    (length,) = unpack(data, pos)
+                except struct.error:  # not decompressed this far yet
+                    prefix.need(pos + 4)
+                    continue
+                pos += 4 + length
+                i += 1
+            prefix.need(pos)
+            texts[target] = str(data[pos - length:pos], "utf-8")
         if pos > header[2]:
             raise Unsupported(f"the PLAIN values run past their {header[2]}-byte page")
         return {r: texts[int(value_index[r - page.first_row])] if defined[r - page.first_row] else None for r in rows}

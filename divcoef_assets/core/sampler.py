@@ -92,7 +92,8 @@ _MAX_KEY = (1 << 64) - 1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
-_ROW_BLOCK = 1 << 20  # row positions keyed at a time (8 MiB of keys: memory stays flat)
+_ROW_BLOCK = 1 << 20  # row positions a thread keys per task
+_KEY_BLOCK = 1 << 14  # and at a time (128 KiB of keys: they stay in the CPU cache)
 
 
 # ----------------------------------------------------------------------------- keys
@@ -106,10 +107,16 @@ def shard_salt(seed: int, file_id: str) -> int:
 
 def document_keys(salt: int, positions: np.ndarray) -> np.ndarray:
     """splitmix64(salt + position * golden) of every position (uint64, wrapping arithmetic)."""
-    z = np.asarray(positions).astype(np.uint64) * _GOLDEN + np.uint64(salt)
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    return z ^ (z >> np.uint64(31))
+    z = np.array(positions, dtype=np.uint64)  # a fresh array: the steps below work in place
+    z *= _GOLDEN
+    z += np.uint64(salt)
+    shifted = np.empty_like(z)
+    for shift, multiplier in ((30, _MIX1), (27, _MIX2), (31, None)):
+        np.right_shift(z, np.uint64(shift), out=shifted)
+        z ^= shifted
+        if multiplier is not None:
+            z *= multiplier
+    return z
 
 
 def document_key(salt: int, position: int) -> int:
@@ -500,30 +507,49 @@ def _run_on_ray(tasks: list[tuple[dict[str, Any], dict[str, Any], int, int]], ra
 def _select_rows(row_counts: Sequence[int], salts: Sequence[int], want: int) -> list[tuple[int, int, int]]:
     """The `want` (file, row) pairs with the smallest keys, as (key, file index, row), sorted.
 
-    Blocks of rows are keyed on a thread per core (numpy releases the GIL), each keeping its
-    `want` smallest, so memory stays a few blocks whatever the row count."""
+    Keys are uniform over 64 bits, so the `want` smallest of `total` lie, all but surely, below
+    a bound a few times `want / total` of the range: each block of rows keeps only the keys under
+    it (cheap, and the blocks are small enough to stay in the CPU cache), on a thread per core
+    (numpy releases the GIL). Should fewer than `want` fall under it, every key is kept instead.
+    The result is the exact `want` smallest either way, and memory stays flat."""
+    total = int(sum(row_counts))
+    bound = _MAX_KEY + 1 if total == 0 else min(_MAX_KEY + 1, (_MAX_KEY + 1) * (2 * want + 64) // total)
+    tasks = [(f, lo) for f, n in enumerate(row_counts) for lo in range(0, n, _ROW_BLOCK)]
 
-    def block(task: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def block(task: tuple[int, int], limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         f, lo = task
-        rows = np.arange(lo, min(row_counts[f], lo + _ROW_BLOCK), dtype=np.int64)
-        keys = document_keys(salts[f], rows)
-        if keys.size > want:
-            part = np.argpartition(keys, want - 1)[:want]
-            keys, rows = keys[part], rows[part]
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        for start in range(lo, min(row_counts[f], lo + _ROW_BLOCK), _KEY_BLOCK):
+            rows = np.arange(start, min(row_counts[f], lo + _ROW_BLOCK, start + _KEY_BLOCK), dtype=np.int64)
+            keys = document_keys(salts[f], rows)
+            if limit <= _MAX_KEY:
+                kept = np.flatnonzero(keys < np.uint64(limit))
+                keys, rows = keys[kept], rows[kept]
+            if keys.size > want:
+                part = np.argpartition(keys, want - 1)[:want]
+                keys, rows = keys[part], rows[part]
+            parts.append((keys, rows))
+        keys = np.concatenate([k for k, _ in parts]) if parts else np.empty(0, dtype=np.uint64)
+        rows = np.concatenate([r for _, r in parts]) if parts else np.empty(0, dtype=np.int64)
         return keys, np.full(keys.size, f, dtype=np.int64), rows
 
-    tasks = [(f, lo) for f, n in enumerate(row_counts) for lo in range(0, n, _ROW_BLOCK)]
-    best_keys = np.empty(0, dtype=np.uint64)
-    best_file = np.empty(0, dtype=np.int64)
-    best_row = np.empty(0, dtype=np.int64)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(tasks), os.cpu_count() or 1))) as pool:
-        for keys, files, rows in pool.map(block, tasks):
-            best_keys = np.concatenate([best_keys, keys])
-            best_file = np.concatenate([best_file, files])
-            best_row = np.concatenate([best_row, rows])
-            if best_keys.size > want:
-                part = np.argpartition(best_keys, want - 1)[:want]
-                best_keys, best_file, best_row = best_keys[part], best_file[part], best_row[part]
+    def smallest(limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        best_keys = np.empty(0, dtype=np.uint64)
+        best_file = np.empty(0, dtype=np.int64)
+        best_row = np.empty(0, dtype=np.int64)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(tasks), os.cpu_count() or 1))) as pool:
+            for keys, files, rows in pool.map(lambda task: block(task, limit), tasks):
+                best_keys = np.concatenate([best_keys, keys])
+                best_file = np.concatenate([best_file, files])
+                best_row = np.concatenate([best_row, rows])
+                if best_keys.size > want:
+                    part = np.argpartition(best_keys, want - 1)[:want]
+                    best_keys, best_file, best_row = best_keys[part], best_file[part], best_row[part]
+        return best_keys, best_file, best_row
+
+    best_keys, best_file, best_row = smallest(bound)
+    if best_keys.size < min(want, total):
+        best_keys, best_file, best_row = smallest(_MAX_KEY + 1)
     order = np.lexsort((best_row, best_file, best_keys))
     return [(int(best_keys[i]), int(best_file[i]), int(best_row[i])) for i in order]
 
@@ -534,7 +560,10 @@ def _random_access_pool(
     """Bottom-k usable rows of row-addressable files: only drawn rows are read (`fetch(file, rows)`)."""
     salts = [shard_salt(seed, f) for f in file_ids]
     total = int(sum(row_counts))
-    want = min(total, k + max(16, k // 8))
+    # Each drawn row costs a read, so few more are drawn than needed; a shortfall (empty documents)
+    # draws again, as many more as the empty share seen so far suggests. The pool is the first k
+    # usable rows in key order whatever the rounds.
+    want = min(total, k + max(4, k // 64))
     best: list[PoolDoc] = []
     n_read = n_empty = 0
     done = 0  # candidates already read, in key order
@@ -560,7 +589,8 @@ def _random_access_pool(
         done = len(candidates)
         if len(best) >= k or want >= total:
             break
-        want = min(total, want * 2)
+        usable_share = max(len(best), 1) / max(n_read, 1)
+        want = min(total, max(want + 16, want + int((k - len(best)) / usable_share * 1.25)))
     return Pool(docs=tuple(best[:k]), seed=seed, requested=k, n_records=total, n_read=n_read,
                 n_empty_read=n_empty, exact=n_read == total)
 

@@ -281,3 +281,14 @@ def test_duckdb_plain_table_scans_read_drawn_rows_by_rowid_with_the_streamed_poo
 
 def test_sampler_module_has_no_dagster_import() -> None:
     assert "dagster" not in Path(sampler.__file__).read_text()
+
+
+def test_row_selection_is_the_exact_bottom_k_of_every_key() -> None:
+    rng = np.random.default_rng(1)
+    for trial in range(20):
+        counts = [int(x) for x in rng.integers(0, 3000, size=int(rng.integers(1, 4)))]
+        salts = [sampler.shard_salt(trial, f"f{i}") for i in range(len(counts))]
+        want = int(rng.integers(1, 400))
+        every = sorted((int(key), f, row) for f, n in enumerate(counts)
+                       for row, key in enumerate(document_keys(salts[f], np.arange(n))))
+        assert sampler._select_rows(counts, salts, want) == every[:want]
