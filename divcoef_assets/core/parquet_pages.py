@@ -65,11 +65,16 @@ class _Thrift:
         return value
 
     def _varint(self) -> int:
+        data, pos = self.data, self.pos
         shift = result = 0
         while True:
-            byte = self._byte()
+            if pos >= len(data):
+                raise _Short
+            byte = data[pos]
+            pos += 1
             result |= (byte & 0x7F) << shift
-            if not byte & 0x80:
+            if not byte & 0x80:  # (a memoryview of a pyarrow buffer gives signed bytes)
+                self.pos = pos
                 return result
             shift += 7
             if shift > 70:
@@ -118,13 +123,21 @@ class _Thrift:
     def struct(self) -> dict[int, Any]:
         fields: dict[int, Any] = {}
         last = 0
+        data = self.data
         while True:
-            head = self._byte()
+            if self.pos >= len(data):
+                raise _Short
+            head = data[self.pos]
+            self.pos += 1
             if head == 0:
                 return fields
             delta, kind = head >> 4, head & 0x0F
             last = last + delta if delta else self._zigzag()
-            fields[last] = self._value(kind)
+            if kind in (5, 6):  # i32, i64: most of a page header
+                n = self._varint()
+                fields[last] = (n >> 1) ^ -(n & 1)
+            else:
+                fields[last] = self._value(kind)
 
 
 # ----------------------------------------------------------------------------- levels and values
