@@ -13,7 +13,8 @@ per format). Then, in a fresh process per measurement, times the dataset_snapsho
 - pool: `pipeline.snapshot` with a probe of 10 batches of 32 documents (320), from nothing;
 - re-audit: `pipeline.snapshot` again on the unchanged source, in a new process.
 
-For each it prints the step's wall time (inside the process, imports excluded), the process's
+For each it prints the step's wall time (inside the process: the project's imports excluded, the
+modules the step imports on first use included), the process's
 peak resident memory and the snapshot's size on disk (the full copy's Parquet file; the pool's
 snapshot folder, pool index included), and writes the table as the "Corpus scale" section of
 BENCHMARKS.md (`--no-write`: print only). Run nothing else meanwhile: the rows are timings.
@@ -287,7 +288,9 @@ def main() -> None:
     print(scaling)
     body = "\n".join([
         "`.venv/bin/python benchmarks/corpus_scale.py` (one fresh process per run; time of the dataset_snapshot step",
-        "inside the process; RSS = the process's peak resident memory, mapped file pages included; private = the peak",
+        "inside the process, the modules it imports on first use included, as in a Dagster step's process (pyarrow",
+        "imports pandas to write the snapshot); RSS = the process's peak resident memory, mapped file pages",
+        "included; private = the peak",
         "of its anonymous memory, what it allocated, sampled every 5 ms; on disk = the snapshot written). The full",
         "copy is the step before sample pools (every document streamed into Parquet and hashed; it had no reuse, so",
         "its re-audit costs its first run again), run once; the pool is the step now, drawing 320 documents (10",

@@ -20,8 +20,10 @@ Two ways of reading, by format:
 - random access (Parquet, Hugging Face `save_to_disk` folders, DuckDB queries): row counts come
   from the footers (or one `count(*)`), keys are computed for every row in NumPy, and only the
   rows with the smallest keys are read: Parquet by decoding only the pages that hold them
-  (`core.parquet_pages`; DuckDB's row groups for layouts it does not decode), Arrow from the
-  memory-mapped table, a DuckDB plain table scan by rowid (any other query streamed once);
+  (`core.parquet_pages`; DuckDB's row groups for layouts it does not decode), Arrow by
+  positioned reads of the drawn rows (`core.arrow_ipc`; the memory-mapped table of
+  `datasets.load_from_disk` for folders it does not walk), a DuckDB plain table scan by rowid
+  (any other query streamed once);
 - one streaming pass (JSON Lines, text and CSV, plain or `.gz`, hub streams): lines are split and
   keyed in NumPy chunk by chunk, and only a line whose key beats the shard's current k-th smallest
   is decoded and parsed (about k * ln(n / k) of n lines); CSV, paragraphs and hub streams parse every
