@@ -33,10 +33,11 @@ _HEADER_READ = 4096  # bytes read for a page header at first (doubled while the 
 # pyarrow names LZ4_RAW "LZ4"; an old Hadoop-framed LZ4 page then fails to decode and raises Unsupported.
 _CODECS = {"SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd", "LZ4": "lz4_raw", "LZ4_RAW": "lz4_raw"}
 _U32 = struct.Struct("<I")
+_MAX_PAGE_BYTES = 1 << 30  # a page header saying more is not believed (its buffer would be allocated whole)
 _DATA_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 2, 3
 _PLAIN, _PLAIN_DICTIONARY, _RLE, _RLE_DICTIONARY = 0, 2, 3, 8
 # Deeper than this share of a page, decompressing it whole at once is cheaper than streaming a prefix.
-_PREFIX_DEPTH = 0.6
+_PREFIX_DEPTH = 0.8
 
 
 class Unsupported(Exception):
@@ -210,7 +211,9 @@ def _plain_value(data: bytes | memoryview, starts: list[int], i: int) -> str:
 class _Prefix:
     """A page's bytes, decompressed only as far as they are read (zstd, gzip, brotli: streaming codecs).
 
-    A drawn row sits on average halfway into its page: the rest of the page is never decompressed."""
+    A drawn row sits on average halfway into its page: the rest of the page is never decompressed.
+    The bytes go straight into one buffer of the page's size from pyarrow's memory pool (reused
+    from page to page, so not faulted in anew each time); `view[:filled]` holds what is decompressed."""
 
     STREAMING = {"ZSTD": "zstd", "GZIP": "gzip", "BROTLI": "brotli"}
     STEP = 1 << 16  # bytes decompressed at a time
@@ -219,18 +222,21 @@ class _Prefix:
         import pyarrow as pa
 
         self.size = size
-        self.data = bytearray()
+        self._buffer = pa.allocate_buffer(size)
+        self.view = memoryview(self._buffer)
+        self.filled = 0
         self._stream = pa.CompressedInputStream(pa.BufferReader(raw), self.STREAMING[codec])
 
     def need(self, end: int) -> None:
         """Decompress at least through byte `end` (raises `Unsupported` past the page's end)."""
-        while len(self.data) < end:
-            chunk = self._stream.read(max(self.STEP, end - len(self.data)))
-            if not chunk:
-                raise Unsupported(f"a page ends at byte {len(self.data)}, before byte {end}")
-            self.data += chunk
-        if len(self.data) > self.size:
-            raise Unsupported(f"a page decompresses past its {self.size} bytes")
+        if end > self.size:
+            raise Unsupported(f"a value runs past its {self.size}-byte page")
+        while self.filled < end:
+            upto = min(self.size, max(self.filled + self.STEP, end))
+            got = self._stream.readinto(self.view[self.filled:upto])
+            if not got:
+                raise Unsupported(f"a page ends at byte {self.filled}, before byte {end}")
+            self.filled += got
 
 
 # ----------------------------------------------------------------------------- one column chunk
@@ -275,9 +281,11 @@ class _Chunk:
                 return page
         while self.next_offset < self.end:
             header, size = self._header(self.next_offset)
-            kind, compressed = header.get(1), header.get(3)
+            kind, compressed, plain = header.get(1), header.get(3), header.get(2)
             if not isinstance(compressed, int) or compressed < 0:
                 raise Unsupported(f"a page header at byte {self.next_offset} has no size")
+            if not isinstance(plain, int) or not 0 <= plain <= _MAX_PAGE_BYTES:
+                raise Unsupported(f"a page header at byte {self.next_offset} gives {plain!r} bytes uncompressed")
             offset, self.next_offset = self.next_offset, self.next_offset + size + compressed
             if kind == _DICTIONARY_PAGE:
                 self.dictionary_page = (offset, size, header)
@@ -405,28 +413,29 @@ class _Chunk:
             if info.get(3, _RLE) != _RLE:
                 raise Unsupported(f"definition level encoding {info.get(3)}")
             prefix.need(4)
-            (length,) = struct.unpack_from("<I", prefix.data, 0)
+            (length,) = struct.unpack_from("<I", prefix.view, 0)
             prefix.need(4 + length)
-            levels = _hybrid(bytes(prefix.data[:4 + length]), 4, 4 + length, self.max_def.bit_length(), page.n_rows)
+            levels = _hybrid(bytes(prefix.view[:4 + length]), 4, 4 + length, self.max_def.bit_length(), page.n_rows)
             defined = levels == self.max_def
             pos = 4 + length
         value_index = np.cumsum(defined) - 1
         wanted = {int(value_index[r - page.first_row]) for r in rows if defined[r - page.first_row]}
         texts: dict[int, str] = {}
         unpack = _U32.unpack_from
-        data = prefix.data  # grows in place as `need` decompresses more
+        view, filled = prefix.view, prefix.filled  # the page's buffer, valid up to `filled`
         i = 0
         for target in sorted(wanted):
             while i <= target:
-                try:
-                    (length,) = unpack(data, pos)
-                except struct.error:  # not decompressed this far yet
+                if pos + 4 > filled:
                     prefix.need(pos + 4)
-                    continue
+                    filled = prefix.filled
+                (length,) = unpack(view, pos)
                 pos += 4 + length
                 i += 1
-            prefix.need(pos)
-            texts[target] = str(data[pos - length:pos], "utf-8")
+            if pos > filled:
+                prefix.need(pos)
+                filled = prefix.filled
+            texts[target] = str(view[pos - length:pos], "utf-8")
         if pos > header[2]:
             raise Unsupported(f"the PLAIN values run past their {header[2]}-byte page")
         return {r: texts[int(value_index[r - page.first_row])] if defined[r - page.first_row] else None for r in rows}
