@@ -94,8 +94,7 @@ _MAX_KEY = (1 << 64) - 1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
-_ROW_BLOCK = 1 << 20  # row positions a thread keys per task
-_KEY_BLOCK = 1 << 14  # and at a time (128 KiB of keys: they stay in the CPU cache)
+_KEY_BLOCK = 1 << 14  # row positions keyed at a time (128 KiB of keys: they stay in the CPU cache)
 
 
 # ----------------------------------------------------------------------------- keys
@@ -506,47 +505,52 @@ def _run_on_ray(tasks: list[tuple[dict[str, Any], dict[str, Any], int, int]], ra
 # ----------------------------------------------------------------------------- random access
 
 
+def _key_bound(want: int, total: int) -> int:
+    """A key below which the `want` smallest of `total` uniform keys lie, all but surely (2^64: no bound)."""
+    return _MAX_KEY + 1 if total == 0 else min(_MAX_KEY + 1, (_MAX_KEY + 1) * (2 * want + 64) // total)
+
+
 def _select_rows(row_counts: Sequence[int], salts: Sequence[int], want: int) -> list[tuple[int, int, int]]:
     """The `want` (file, row) pairs with the smallest keys, as (key, file index, row), sorted.
 
     Keys are uniform over 64 bits, so the `want` smallest of `total` lie, all but surely, below
     a bound a few times `want / total` of the range: each block of rows keeps only the keys under
-    it (cheap, and the blocks are small enough to stay in the CPU cache), on a thread per core
-    (numpy releases the GIL). Should fewer than `want` fall under it, every key is kept instead.
-    The result is the exact `want` smallest either way, and memory stays flat."""
+    it. The blocks are small enough for their keys to stay in the CPU cache, which makes one
+    thread faster here than several (whose small NumPy calls would contend for the GIL). Should
+    fewer than `want` fall under the bound, every key is kept instead. The result is the exact
+    `want` smallest either way, and memory stays flat."""
     total = int(sum(row_counts))
-    bound = _MAX_KEY + 1 if total == 0 else min(_MAX_KEY + 1, (_MAX_KEY + 1) * (2 * want + 64) // total)
-    tasks = [(f, lo) for f, n in enumerate(row_counts) for lo in range(0, n, _ROW_BLOCK)]
-
-    def block(task: tuple[int, int], limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        f, lo = task
-        parts: list[tuple[np.ndarray, np.ndarray]] = []
-        for start in range(lo, min(row_counts[f], lo + _ROW_BLOCK), _KEY_BLOCK):
-            rows = np.arange(start, min(row_counts[f], lo + _ROW_BLOCK, start + _KEY_BLOCK), dtype=np.int64)
-            keys = document_keys(salts[f], rows)
-            if limit <= _MAX_KEY:
-                kept = np.flatnonzero(keys < np.uint64(limit))
-                keys, rows = keys[kept], rows[kept]
-            if keys.size > want:
-                part = np.argpartition(keys, want - 1)[:want]
-                keys, rows = keys[part], rows[part]
-            parts.append((keys, rows))
-        keys = np.concatenate([k for k, _ in parts]) if parts else np.empty(0, dtype=np.uint64)
-        rows = np.concatenate([r for _, r in parts]) if parts else np.empty(0, dtype=np.int64)
-        return keys, np.full(keys.size, f, dtype=np.int64), rows
+    bound = _key_bound(want, total)
 
     def smallest(limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        best_keys = np.empty(0, dtype=np.uint64)
-        best_file = np.empty(0, dtype=np.int64)
-        best_row = np.empty(0, dtype=np.int64)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(tasks), os.cpu_count() or 1))) as pool:
-            for keys, files, rows in pool.map(lambda task: block(task, limit), tasks):
-                best_keys = np.concatenate([best_keys, keys])
-                best_file = np.concatenate([best_file, files])
-                best_row = np.concatenate([best_row, rows])
-                if best_keys.size > want:
-                    part = np.argpartition(best_keys, want - 1)[:want]
-                    best_keys, best_file, best_row = best_keys[part], best_file[part], best_row[part]
+        keys_kept: list[np.ndarray] = []
+        rows_kept: list[np.ndarray] = []
+        files_kept: list[np.ndarray] = []
+        kept = 0
+        for f, n in enumerate(row_counts):
+            for start in range(0, n, _KEY_BLOCK):
+                rows = np.arange(start, min(n, start + _KEY_BLOCK), dtype=np.int64)
+                keys = document_keys(salts[f], rows)
+                if limit <= _MAX_KEY:
+                    under = np.flatnonzero(keys < np.uint64(limit))
+                    keys, rows = keys[under], rows[under]
+                if not keys.size:
+                    continue
+                keys_kept.append(keys)
+                rows_kept.append(rows)
+                files_kept.append(np.full(keys.size, f, dtype=np.int64))
+                kept += keys.size
+                if kept > 4 * want + _KEY_BLOCK:  # (only when there is no bound) keep the memory flat
+                    merged = [np.concatenate(part) for part in (keys_kept, files_kept, rows_kept)]
+                    part = np.argpartition(merged[0], want - 1)[:want]
+                    keys_kept, files_kept, rows_kept = ([m[part]] for m in merged)
+                    kept = want
+        if not keys_kept:
+            return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        best_keys, best_file, best_row = (np.concatenate(part) for part in (keys_kept, files_kept, rows_kept))
+        if best_keys.size > want:
+            part = np.argpartition(best_keys, want - 1)[:want]
+            best_keys, best_file, best_row = best_keys[part], best_file[part], best_row[part]
         return best_keys, best_file, best_row
 
     best_keys, best_file, best_row = smallest(bound)

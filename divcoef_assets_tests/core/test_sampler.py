@@ -283,7 +283,11 @@ def test_sampler_module_has_no_dagster_import() -> None:
     assert "dagster" not in Path(sampler.__file__).read_text()
 
 
-def test_row_selection_is_the_exact_bottom_k_of_every_key() -> None:
+@pytest.mark.parametrize("bounded", [True, False])
+def test_row_selection_is_the_exact_bottom_k_of_every_key(monkeypatch: pytest.MonkeyPatch, bounded: bool) -> None:
+    if not bounded:  # a bound under which too few keys fall: every key is kept instead
+        monkeypatch.setattr(sampler, "_KEY_BLOCK", 256)
+        monkeypatch.setattr(sampler, "_key_bound", lambda want, total: 1 << 40)
     rng = np.random.default_rng(1)
     for trial in range(20):
         counts = [int(x) for x in rng.integers(0, 3000, size=int(rng.integers(1, 4)))]
