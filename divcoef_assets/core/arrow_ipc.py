@@ -329,18 +329,21 @@ def _data_files(folder: Path, split: str) -> list[Path]:
 def open_saved_column(folder: str | Path, split: str, column: str) -> SavedColumn:
     """Walk the split's stream files once: the record batches where the column's rows lie.
 
-    The first file is walked alone. When its headers came from the OS's file cache (a few
-    microseconds a batch), so do the others' most likely, and threads would only contend for
-    the GIL; when the reads waited on the disk, the other files are walked side by side, their
-    reads (which release the GIL) overlapping."""
+    Files are walked one by one while their headers come from the OS's file cache (a few
+    microseconds a batch), where threads would only contend for the GIL. Once a file's reads
+    waited on the disk, the files left are walked side by side, their reads (which release the
+    GIL) overlapping."""
     paths = _data_files(Path(folder), split)
     if not paths:
         raise Unsupported(f"{_STATE_FILE}: no data files")
-    start = time.perf_counter()
-    first = _walk(paths[0], column)
-    per_batch = (time.perf_counter() - start) / max(1, len(first.rows))
-    workers = _WALKERS if per_batch > _CACHED_BATCH_S else 1
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(paths) - 1, workers))) as pool:
-        files = (first, *pool.map(lambda path: _walk(path, column), paths[1:]))
+    files: list[_File] = []
+    for i, path in enumerate(paths):
+        start = time.perf_counter()
+        files.append(_walk(path, column))
+        if (time.perf_counter() - start) / max(1, len(files[-1].rows)) > _CACHED_BATCH_S and i + 1 < len(paths):
+            rest = paths[i + 1:]
+            with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(rest), _WALKERS)) as pool:
+                files.extend(pool.map(lambda p: _walk(p, column), rest))
+            break
     counts = np.concatenate([f.rows for f in files])
-    return SavedColumn(files, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+    return SavedColumn(tuple(files), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
