@@ -236,7 +236,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "out" / "corpus_scale")
-    parser.add_argument("--repeats", type=int, default=3, help="pool and re-audit runs per cell (medians quoted)")
+    parser.add_argument("--repeats", type=int, default=5, help="pool and re-audit runs per cell (medians quoted)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "REGISTRY", "ARTIFACTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
