@@ -178,7 +178,10 @@ def _open(path: Path) -> int:
 
 
 def _walk(path: Path, column: str) -> _File:
-    fd = _open(path)
+    try:
+        fd = _open(path)
+    except OSError as exc:
+        raise Unsupported(f"{path}: {exc}") from None
     try:
         size = os.fstat(fd).st_size
         pos = 0
@@ -233,8 +236,8 @@ def _walk(path: Path, column: str) -> _File:
             elif kind != _DICTIONARY_BATCH:
                 raise Unsupported(f"a message of type {kind} at byte {pos}")
             pos = body + body_length
-    except (struct.error, ValueError, IndexError, UnicodeDecodeError) as exc:
-        raise Unsupported(f"{type(exc).__name__}: {exc}") from None
+    except (OSError, struct.error, ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise Unsupported(f"{path}: {type(exc).__name__}: {exc}") from None
     finally:
         os.close(fd)
     if target is None:

@@ -10,7 +10,7 @@ import pytest
 
 from divcoef_assets.core import arrow_ipc, sampler
 from divcoef_assets.core.sampler import sample_pool
-from divcoef_assets.core.sources import CorruptSourceError, HuggingFaceSource
+from divcoef_assets.core.sources import CorruptSourceError, HuggingFaceSource, SourceNotFoundError
 
 
 def texts(n: int) -> list[str | None]:
@@ -105,3 +105,16 @@ def test_a_file_cut_after_its_headers_were_walked_is_named(tmp_path: Path, monke
     monkeypatch.setattr(sampler.arrow_ipc, "open_saved_column", lambda *args: walked)
     with pytest.raises(CorruptSourceError, match=rf"a drawn row cannot be read: .*{arrow.name}: the file ends"):
         sample_pool(HuggingFaceSource(path="hf"), tmp_path, seed=0, k=1000)
+
+
+def test_a_data_file_missing_from_the_folder_is_refused_and_the_sampler_names_it(tmp_path: Path) -> None:
+    import datasets
+
+    folder = tmp_path / "hf"
+    datasets.Dataset.from_dict({"text": [f"doc {i}" for i in range(100)]}).save_to_disk(str(folder))
+    arrow = next(folder.glob("*.arrow"))
+    arrow.unlink()
+    with pytest.raises(arrow_ipc.Unsupported, match=arrow.name):
+        arrow_ipc.open_saved_column(folder, "train", "text")
+    with pytest.raises(SourceNotFoundError, match=rf"hf is not a dataset folder .*{arrow.name}"):
+        sample_pool(HuggingFaceSource(path="hf"), tmp_path, seed=0, k=10)
