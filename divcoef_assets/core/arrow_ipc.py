@@ -277,6 +277,7 @@ class SavedColumn:
 
     files: tuple[_File, ...]
     starts: np.ndarray  # first row of each (file, batch), in order, then the row count
+    batches: np.ndarray  # (file index, batch index in its file) of each, in the same order
 
     @property
     def num_rows(self) -> int:
@@ -284,7 +285,6 @@ class SavedColumn:
 
     def read_rows(self, rows: Sequence[int]) -> dict[int, str | None]:
         """The drawn rows' values (None for a null), each read as its offsets and bytes."""
-        index = [(i, b) for i, f in enumerate(self.files) for b in range(len(f.rows))]
         out: dict[int, str | None] = {}
         fds: dict[int, int] = {}
         i = 0
@@ -293,7 +293,7 @@ class SavedColumn:
                 if not 0 <= row < self.num_rows:
                     raise IndexError(f"row {row} is outside the split's {self.num_rows} rows")
                 at = int(np.searchsorted(self.starts, row, side="right")) - 1
-                i, b = index[at]
+                i, b = (int(x) for x in self.batches[at])
                 if i not in fds:
                     fds[i] = _open(self.files[i].path)
                 out[row] = _row(fds[i], self.files[i], b, row - int(self.starts[at]))
@@ -349,4 +349,5 @@ def open_saved_column(folder: str | Path, split: str, column: str) -> SavedColum
                 files.extend(pool.map(lambda p: _walk(p, column), rest))
             break
     counts = np.concatenate([f.rows for f in files])
-    return SavedColumn(tuple(files), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+    batches = np.array([(i, b) for i, f in enumerate(files) for b in range(len(f.rows))], dtype=np.int64).reshape(-1, 2)
+    return SavedColumn(tuple(files), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), batches)

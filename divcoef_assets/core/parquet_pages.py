@@ -413,7 +413,7 @@ class _Chunk:
             if info.get(3, _RLE) != _RLE:
                 raise Unsupported(f"definition level encoding {info.get(3)}")
             prefix.need(4)
-            (length,) = struct.unpack_from("<I", prefix.view, 0)
+            (length,) = _U32.unpack_from(prefix.view, 0)
             prefix.need(4 + length)
             levels = _hybrid(bytes(prefix.view[:4 + length]), 4, 4 + length, self.max_def.bit_length(), page.n_rows)
             defined = levels == self.max_def
