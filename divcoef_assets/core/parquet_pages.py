@@ -8,6 +8,13 @@ and row count. This module walks those headers with positioned reads (no memory 
 process's memory does not grow with the file), then decompresses and decodes only the pages that
 hold drawn rows, plus the chunk's dictionary page when one of them is dictionary-encoded.
 
+When the file carries a page index (the offset index that `datasets`, Spark and parquet-mr
+write by default), each drawn page is found from it directly; without one, a row group's page
+headers are read one after another up to the drawn page, a chain of small reads that waits on the
+disk when the file is not cached, so row groups are walked side by side on several threads. Once
+the pages are known, the kernel is asked to read their bodies in the background
+(`POSIX_FADV_WILLNEED`) while the first ones are decoded.
+
 It decodes what writers emit for a flat string column: data pages v1 and v2, PLAIN and dictionary
 (PLAIN_DICTIONARY, RLE_DICTIONARY) values, optional columns with nulls (read as None), and the
 codecs pyarrow decompresses (snappy, gzip, brotli, zstd, lz4_raw). Anything else, or anything
@@ -17,10 +24,13 @@ and the caller reads that file another way.
 
 from __future__ import annotations
 
+import bisect
+import io
 import os
 import struct
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +48,9 @@ _DATA_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 2, 3
 _PLAIN, _PLAIN_DICTIONARY, _RLE, _RLE_DICTIONARY = 0, 2, 3, 8
 # Deeper than this share of a page, decompressing it whole at once is cheaper than streaming a prefix.
 _PREFIX_DEPTH = 0.8
+_WALKERS = 8  # threads finding pages: more than the cores, since they mostly wait on reads
+_AHEAD_SLACK = 0.05  # compressed bytes are not spread evenly over a page's values
+_INDEX_SPAN = 64 << 20  # offset indexes this close together are read in one go
 
 
 class Unsupported(Exception):
@@ -208,6 +221,23 @@ def _plain_value(data: bytes | memoryview, starts: list[int], i: int) -> str:
     return str(data[starts[i]:starts[i + 1] - 4], "utf-8")
 
 
+class _Span(io.RawIOBase):
+    """A page body as a file, read with positioned reads as it is consumed (no further than asked)."""
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        super().__init__()
+        self.fd, self.pos, self.end = fd, offset, offset + length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = os.pread(self.fd, min(len(buffer), self.end - self.pos), self.pos)
+        buffer[:len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+
 class _Prefix:
     """A page's bytes, decompressed only as far as they are read (zstd, gzip, brotli: streaming codecs).
 
@@ -218,14 +248,14 @@ class _Prefix:
     STREAMING = {"ZSTD": "zstd", "GZIP": "gzip", "BROTLI": "brotli"}
     STEP = 1 << 16  # bytes decompressed at a time
 
-    def __init__(self, raw: bytes, codec: str, size: int) -> None:
+    def __init__(self, raw: _Span, codec: str, size: int) -> None:
         import pyarrow as pa
 
         self.size = size
         self._buffer = pa.allocate_buffer(size)
         self.view = memoryview(self._buffer)
         self.filled = 0
-        self._stream = pa.CompressedInputStream(pa.BufferReader(raw), self.STREAMING[codec])
+        self._stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), self.STREAMING[codec])
 
     def need(self, end: int) -> None:
         """Decompress at least through byte `end` (raises `Unsupported` past the page's end)."""
@@ -254,13 +284,17 @@ class _Page:
 class _Chunk:
     """One row group's column chunk of one open file."""
 
-    def __init__(self, fd: int, start: int, end: int, codec: str, max_def: int) -> None:
-        self.fd, self.end, self.codec, self.max_def = fd, end, codec, max_def
+    def __init__(self, fd: int, start: int, end: int, codec: str, max_def: int,
+                 locations: list[_Location] | None = None) -> None:
+        self.fd, self.start, self.end, self.codec, self.max_def = fd, start, end, codec, max_def
         self.next_offset = start
         self.next_row = 0
         self.pages: list[_Page] = []
         self.dictionary_page: tuple[int, int, dict[int, Any]] | None = None
         self.dictionary: tuple[bytes, list[int]] | None = None
+        self.locations = locations
+        self.located: dict[int, _Page] = {}  # index into `locations` -> its page, header read
+        self.lock = threading.Lock()
 
     def _header(self, offset: int) -> tuple[dict[int, Any], int]:
         size = _HEADER_READ
@@ -274,8 +308,29 @@ class _Chunk:
                     raise Unsupported(f"a page header at byte {offset} runs past its column chunk") from None
                 size *= 4
 
+    def _indexed(self, row: int) -> _Page:
+        """The data page holding `row`, found in the offset index (its header read alone)."""
+        assert self.locations is not None
+        i = bisect.bisect_right(self.locations, row, key=lambda loc: loc.first_row) - 1
+        page = self.located.get(i)
+        if page is None:
+            where = self.locations[i]
+            header, size = self._header(where.offset)
+            if header.get(1) not in (_DATA_PAGE, _DATA_PAGE_V2) or size + header.get(3, -1) != where.size:
+                raise Unsupported(f"the offset index's page at byte {where.offset} is not the data page there")
+            n_rows = header[5][1] if header[1] == _DATA_PAGE else header[8][3]
+            if n_rows != where.n_rows:
+                raise Unsupported(f"the page at byte {where.offset} holds {n_rows} rows, its offset index says {where.n_rows}")
+            plain = header.get(2)
+            if not isinstance(plain, int) or not 0 <= plain <= _MAX_PAGE_BYTES:
+                raise Unsupported(f"a page header at byte {where.offset} gives {plain!r} bytes uncompressed")
+            page = self.located[i] = _Page(where.offset, size, header, where.first_row, n_rows)
+        return page
+
     def _walk_to(self, row: int) -> _Page:
         """The data page holding `row`, reading headers up to it (the dictionary page on the way)."""
+        if self.locations is not None:
+            return self._indexed(row)
         for page in self.pages:
             if page.first_row <= row < page.first_row + page.n_rows:
                 return page
@@ -320,6 +375,10 @@ class _Chunk:
 
     def _dictionary(self) -> tuple[bytes, list[int]]:
         if self.dictionary is None:
+            if self.dictionary_page is None and self.locations and self.start < self.locations[0].offset:
+                header, size = self._header(self.start)  # with an offset index, no walk passed it
+                if header.get(1) == _DICTIONARY_PAGE:
+                    self.dictionary_page = (self.start, size, header)
             found = self.dictionary_page
             if found is None:
                 raise Unsupported("dictionary-encoded values without a dictionary page")
@@ -331,23 +390,51 @@ class _Chunk:
             self.dictionary = (data, _plain_offsets(data, 0, info[1]))
         return self.dictionary
 
-    def read(self, rows: Sequence[int]) -> dict[int, str | None]:
-        """Values of `rows` (positions within the row group, sorted)."""
-        out: dict[int, str | None] = {}
-        by_page: dict[int, list[int]] = {}
-        pages: dict[int, _Page] = {}
+    def locate(self, rows: Sequence[int]) -> list[tuple[_Page, list[int]]]:
+        """The data pages holding `rows` (positions within the row group, sorted), each with its rows.
+
+        Each page is read ahead as far as it will be decompressed: with an offset index before its
+        header is read (as far as its last drawn row, in proportion), the rest once the header
+        says the page is decompressed whole; without one, once its header is found."""
+        if self.locations is not None:
+            starts = [loc.first_row for loc in self.locations]
+            last: dict[int, int] = {}
+            for row in rows:
+                last[bisect.bisect_right(starts, row) - 1] = row
+            for i, row in sorted(last.items()):
+                where = self.locations[i]
+                _read_ahead(self.fd, where.offset, _ahead((row - where.first_row + 1) / where.n_rows, where.size))
+        by_page: dict[int, tuple[_Page, list[int]]] = {}
         for row in rows:
             page = self._walk_to(row)
-            by_page.setdefault(page.offset, []).append(row)
-            pages[page.offset] = page
-        for offset, wanted in by_page.items():
-            out.update(self._read_page(pages[offset], wanted))
-        return out
+            by_page.setdefault(page.offset, (page, []))[1].append(row)
+        for page, wanted in by_page.values():
+            depth = self._prefix_depth(page, wanted)
+            if self.locations is None or depth is None:
+                body = page.header[3] if depth is None else _ahead(depth, page.header[3])
+                _read_ahead(self.fd, page.offset + page.header_size, body)
+        return list(by_page.values())
+
+    def _prefix_depth(self, page: _Page, rows: list[int]) -> float | None:
+        """How far into the page its last drawn row is, when the page is read by a streamed
+        prefix (a v1 PLAIN page of a streaming codec, not too deep); None when it is read whole."""
+        header = page.header
+        depth = (max(rows) - page.first_row + 1) / page.n_rows
+        if header[1] == _DATA_PAGE and header[5][2] == _PLAIN and self.codec in _Prefix.STREAMING and depth <= _PREFIX_DEPTH:
+            return depth
+        return None
+
+    def read(self, page: _Page, rows: list[int]) -> dict[int, str | None]:
+        """Values of `rows` of a located page (pages of one chunk may be read on several threads)."""
+        header = page.header
+        if (header[5][2] if header[1] == _DATA_PAGE else header[8][4]) in (_PLAIN_DICTIONARY, _RLE_DICTIONARY):
+            with self.lock:  # the dictionary is decoded once, by the first page that needs it
+                self._dictionary()
+        return self._read_page(page, rows)
 
     def _read_page(self, page: _Page, rows: list[int]) -> dict[int, str | None]:
         header = page.header
-        depth = (max(rows) - page.first_row + 1) / page.n_rows  # how far into the page the last drawn row is
-        if header[1] == _DATA_PAGE and header[5][2] == _PLAIN and self.codec in _Prefix.STREAMING and depth <= _PREFIX_DEPTH:
+        if self._prefix_depth(page, rows) is not None:
             return self._read_plain_prefix(page, rows)
         if header[1] == _DATA_PAGE:
             info = header[5]
@@ -403,10 +490,7 @@ class _Chunk:
     def _read_plain_prefix(self, page: _Page, rows: list[int]) -> dict[int, str | None]:
         """A v1 PLAIN page read by decompressing it only up to its last drawn value."""
         header, info = page.header, page.header[5]
-        raw = os.pread(self.fd, header[3], page.offset + page.header_size)
-        if len(raw) != header[3]:
-            raise Unsupported(f"a page at byte {page.offset} is cut short")
-        prefix = _Prefix(raw, self.codec, header[2])
+        prefix = _Prefix(_Span(self.fd, page.offset + page.header_size, header[3]), self.codec, header[2])
         pos = 0
         defined = np.ones(page.n_rows, dtype=bool)
         if self.max_def:
@@ -441,6 +525,76 @@ class _Chunk:
         return {r: texts[int(value_index[r - page.first_row])] if defined[r - page.first_row] else None for r in rows}
 
 
+# ----------------------------------------------------------------------------- the page index
+
+
+@dataclass(frozen=True)
+class _Location:
+    """One data page as a file's offset index gives it."""
+
+    offset: int  # of its header
+    size: int  # header and body
+    first_row: int  # within the row group
+    n_rows: int
+
+
+def _ahead(depth: float, size: int) -> int:
+    """Bytes of a `size`-byte page worth reading ahead when it is decompressed `depth` of the way in."""
+    return min(size, int(size * (depth + _AHEAD_SLACK)) + _Prefix.STEP)
+
+
+def _read_ahead(fd: int, offset: int, length: int) -> None:
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+
+
+def _offset_indexes(fd: int, leaf: int, groups: Sequence[int], group_rows: Sequence[int],
+                    spans: Sequence[tuple[int, int]]) -> dict[int, list[_Location]]:
+    """The offset index of column `leaf` in each of `groups` that has one (the footer parsed for
+    where they are; indexes lying close together read in one go). A group whose index does not
+    add up (pages out of order, outside its column chunk, rows not covering the group) is left
+    out, and its headers are walked instead."""
+    size = os.fstat(fd).st_size
+    tail = os.pread(fd, 8, size - 8)
+    if len(tail) != 8 or tail[4:] != b"PAR1":
+        raise Unsupported("the file does not end in a plain Parquet footer")
+    (length,) = _U32.unpack_from(tail, 0)
+    try:
+        row_groups = _Thrift(os.pread(fd, length, size - 8 - length)).struct().get(4) or []
+    except _Short:
+        raise Unsupported("the footer ends inside its metadata") from None
+    wanted: dict[int, tuple[int, int]] = {}
+    for g in groups:
+        try:
+            chunk = row_groups[g][1][leaf]
+        except (IndexError, KeyError, TypeError):
+            raise Unsupported(f"the footer has no column chunk {leaf} in row group {g}") from None
+        offset, span = chunk.get(4), chunk.get(5)
+        if isinstance(offset, int) and isinstance(span, int) and offset > 0 and span > 0 and offset + span <= size:
+            wanted[g] = (offset, span)
+    found: dict[int, list[_Location]] = {}
+    pending = sorted(wanted.items(), key=lambda item: item[1][0])
+    while pending:
+        first = pending[0][1][0]
+        batch = [item for item in pending if item[1][0] + item[1][1] - first <= _INDEX_SPAN] or pending[:1]
+        pending = pending[len(batch):]
+        end = max(offset + span for _, (offset, span) in batch)
+        data = os.pread(fd, end - first, first)
+        for g, (offset, span) in batch:
+            try:
+                entries = _Thrift(data[offset - first:offset - first + span]).struct().get(1) or []
+                starts = [(int(e[1]), int(e[2]), int(e[3])) for e in entries]
+            except (_Short, KeyError, TypeError, ValueError):
+                continue
+            begin, stop = spans[g]
+            rows = [first_row for _, _, first_row in starts] + [int(group_rows[g])]
+            if (not starts or rows[0] != 0 or any(a >= b for a, b in zip(rows, rows[1:]))
+                    or any(not begin <= o and o + n <= stop for o, n, _ in starts)):
+                continue
+            found[g] = [_Location(o, n, r, rows[i + 1] - r) for i, (o, n, r) in enumerate(starts)]
+    return found
+
+
 def read_rows(path: str | Path, column: str, rows: Sequence[int]) -> dict[int, str | None]:
     """The values of `column` at file rows `rows` (0-based), None for nulls.
 
@@ -466,23 +620,36 @@ def read_rows(path: str | Path, column: str, rows: Sequence[int]) -> dict[int, s
                 raise IndexError(f"row {row} is outside the file's {int(starts[-1])} rows")
             groups.setdefault(int(np.searchsorted(starts, row, side="right")) - 1, []).append(row)
         chunks = {}
+        indexed = False
         for g in groups:
             info = meta.row_group(g).column(leaves[0])
             begin = info.dictionary_page_offset if info.has_dictionary_page and info.dictionary_page_offset else info.data_page_offset
             chunks[g] = (int(begin), int(begin) + int(info.total_compressed_size), str(info.compression))
+            indexed = indexed or info.has_offset_index
     out: dict[int, str | None] = {}
     fd = os.open(path, os.O_RDONLY)
     try:
-        def group(g: int) -> dict[int, str | None]:
-            begin, end, codec = chunks[g]
-            chunk = _Chunk(fd, begin, end, codec, leaf.max_definition_level)
-            local = chunk.read([r - int(starts[g]) for r in groups[g]])
-            return {r + int(starts[g]): v for r, v in local.items()}
+        spans = {g: chunks[g][:2] for g in groups}
+        group_rows = np.diff(starts)
+        locations = _offset_indexes(fd, leaves[0], list(groups), group_rows, spans) if indexed else {}
+        opened = {g: _Chunk(fd, *chunks[g], leaf.max_definition_level, locations.get(g)) for g in groups}
 
-        # Decompression releases the GIL: row groups are decoded on as many threads as there are cores.
-        with ThreadPoolExecutor(max_workers=min(len(groups), os.cpu_count() or 1) or 1) as pool:
-            for local in pool.map(group, groups):
-                out.update(local)
+        def locate(g: int) -> list[tuple[_Page, list[int]]]:
+            return opened[g].locate([r - int(starts[g]) for r in groups[g]])
+
+        def decode(g: int, page: _Page, rows: list[int]) -> dict[int, str | None]:
+            return {r + int(starts[g]): v for r, v in opened[g].read(page, rows).items()}
+
+        # Finding pages mostly waits on small reads: more threads than cores. Decoding is CPU work
+        # (decompression releases the GIL): as many threads as cores, each page as soon as found.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as decoders, \
+                ThreadPoolExecutor(max_workers=max(1, min(len(groups), _WALKERS))) as walkers:
+            def queue(g: int) -> list[Future[dict[int, str | None]]]:
+                return [decoders.submit(decode, g, page, rows) for page, rows in locate(g)]
+
+            for queued in walkers.map(queue, groups):
+                for future in queued:
+                    out.update(future.result())
     except (struct.error, IndexError, ValueError, UnicodeDecodeError, OSError, ArrowException) as exc:
         raise Unsupported(f"{type(exc).__name__}: {exc}") from None
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +107,59 @@ def test_streamed_page_prefixes_are_used_and_agree(tmp_path: Path, monkeypatch: 
     calls.clear()
     assert read_rows(path, "text", range(4000)) == dict(enumerate(values))  # every page read to its end: whole
     assert not calls
+
+
+def _offset_index_span(path: Path, group: int, leaf: int) -> tuple[int, int]:
+    data = path.read_bytes()
+    (length,) = struct.unpack_from("<I", data, len(data) - 8)
+    footer = parquet_pages._Thrift(data[len(data) - 8 - length:len(data) - 8]).struct()
+    chunk = footer[4][group][1][leaf]
+    return chunk[4], chunk[5]
+
+
+def test_the_offset_index_finds_pages_without_walking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = texts(6000, seed=5)
+    table = pa.table({"id": pa.array(range(len(values))), "text": pa.array(values)})
+    indexed, plain = tmp_path / "indexed.parquet", tmp_path / "plain.parquet"
+    for path, index in ((indexed, True), (plain, False)):
+        pq.write_table(table, path, row_group_size=3000, data_page_size=1024, compression="zstd",
+                       use_dictionary=False, write_batch_size=64, write_page_index=index)
+    headers: list[int] = []
+    original = parquet_pages._Chunk._header
+
+    def counted(self: object, offset: int) -> tuple:
+        headers.append(offset)
+        return original(self, offset)
+
+    monkeypatch.setattr(parquet_pages._Chunk, "_header", counted)
+    rows = [17, 2999, 5999]
+    expected = {r: values[r] for r in rows}
+    assert read_rows(indexed, "text", rows) == expected
+    assert len(headers) == 3  # one header per drawn page, nothing walked
+    headers.clear()
+    assert read_rows(plain, "text", rows) == expected
+    assert len(headers) > 40  # without the index, each row group's headers up to the last drawn page
+    assert read_rows(indexed, "text", range(6000)) == dict(enumerate(values))
+
+
+def test_a_damaged_offset_index_never_gives_wrong_text(tmp_path: Path) -> None:
+    values = [f"row {i} " + "word " * (i % 13) for i in range(4000)]
+    path = tmp_path / "indexed.parquet"
+    pq.write_table(pa.table({"text": values}), path, row_group_size=2000, data_page_size=512,
+                   compression="snappy", use_dictionary=False, write_batch_size=50, write_page_index=True)
+    offset, length = _offset_index_span(path, 0, 0)
+    original = path.read_bytes()
+    rows = list(range(0, 2000, 97)) + [1999, 2000, 3999]
+    outcomes = set()
+    for at in range(offset, offset + length):
+        data = bytearray(original)
+        data[at] ^= 0x5A
+        path.write_bytes(bytes(data))
+        try:
+            got = read_rows(path, "text", rows)
+        except Unsupported:
+            outcomes.add("refused")
+            continue
+        assert got == {r: values[r] for r in rows}, f"byte {at} of the offset index"
+        outcomes.add("read")
+    assert outcomes == {"refused", "read"}  # some damage is caught, the rest is walked around or harmless
