@@ -1,11 +1,14 @@
 """An audit's snapshot cost against corpus size: the full copy (before) and the sample pool (now), side by side.
 
-    .venv/bin/python benchmarks/corpus_scale.py [--sizes 100M 1G 4G] [--formats jsonl jsonl.gz parquet arrow duckdb]
+    .venv/bin/python benchmarks/corpus_scale.py [--sizes 100M 1G 4G] [--formats jsonl jsonl.gz parquet parquet-hf arrow duckdb]
                                                 [--workdir benchmarks/out/corpus_scale] [--no-write]
 
 Builds corpora of each size in each format from the shipped corpora (their documents repeated,
 each copy made distinct), once, under `--workdir` (kept between runs: about 3.5x the largest size
-per format). Then, in a fresh process per measurement, times the dataset_snapshot step three ways:
+per format). Parquet comes two ways: `parquet` as pyarrow writes it when asked for zstd and row
+groups of 64K rows (no page index), `parquet-hf` as `datasets.Dataset.to_parquet` writes it
+(snappy, row groups of about 100 MB, content-defined pages, a page index), which is how corpora
+exported with `datasets` (and, with their own defaults, Spark) carry one. Then, in a fresh process per measurement, times the dataset_snapshot step three ways:
 
 - full copy: what the step did before sample pools, every document streamed into a Parquet
   snapshot and hashed (`core.snapshot.write_snapshot` over the registry's reader). It re-read the
@@ -41,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from sections import replace_section  # noqa: E402
 
 CORPORA = sorted((ROOT / "data" / "corpora").glob("*.jsonl.gz"))
-FORMATS = ("jsonl", "jsonl.gz", "parquet", "arrow", "duckdb")
+FORMATS = ("jsonl", "jsonl.gz", "parquet", "parquet-hf", "arrow", "duckdb")
 SIZES = {"100M": 100 * 2**20, "1G": 2**30, "4G": 4 * 2**30}
 PROBE = {"model": "arch:gpt2", "init": "random", "extra": {"config": {"n_layer": 1, "n_embd": 8, "n_head": 1,
          "n_positions": 64, "vocab_size": 50257}}, "tokenizer": "gpt2", "seq_len": 64, "batch_size": 32, "n_batches": 10}
@@ -87,7 +90,8 @@ def build(fmt: str, label: str, folder: Path) -> Path:
         build_jsonl(jsonl, SIZES[label])
     if fmt == "jsonl":
         return jsonl
-    target = folder / (f"corpus-{label}." + {"jsonl.gz": "jsonl.gz", "parquet": "parquet", "arrow": "arrow-dir", "duckdb": "duckdb"}[fmt])
+    target = folder / (f"corpus-{label}." + {"jsonl.gz": "jsonl.gz", "parquet": "parquet", "parquet-hf": "hf.parquet",
+                                              "arrow": "arrow-dir", "duckdb": "duckdb"}[fmt])
     if target.exists():
         return target
     log.info("building %s", target)
@@ -96,7 +100,12 @@ def build(fmt: str, label: str, folder: Path) -> Path:
     import pyarrow.parquet as pq
 
     part = target.with_name(target.name + ".part")
-    if fmt == "jsonl.gz":
+    if fmt == "parquet-hf":
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.load_from_disk(str(build("arrow", label, folder))).to_parquet(str(part))
+    elif fmt == "jsonl.gz":
         with open(jsonl, "rb") as src, gzip.open(part, "wb", compresslevel=6) as dst:
             shutil.copyfileobj(src, dst, 16 * 2**20)
     elif fmt in ("parquet", "arrow"):
@@ -128,7 +137,7 @@ def build(fmt: str, label: str, folder: Path) -> Path:
 
 
 def source_entry(fmt: str, path: Path) -> dict:
-    if fmt in ("jsonl", "jsonl.gz", "parquet"):
+    if fmt in ("jsonl", "jsonl.gz", "parquet", "parquet-hf"):
         return {"source": "files", "path": path.name, "format": "jsonl" if fmt.startswith("jsonl") else "parquet"}
     if fmt == "arrow":
         return {"source": "huggingface", "path": path.name}

@@ -28,9 +28,10 @@ import bisect
 import io
 import os
 import struct
-from collections.abc import Sequence
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,8 @@ _DATA_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 2, 3
 _PLAIN, _PLAIN_DICTIONARY, _RLE, _RLE_DICTIONARY = 0, 2, 3, 8
 # Deeper than this share of a page, decompressing it whole at once is cheaper than streaming a prefix.
 _PREFIX_DEPTH = 0.8
-_WALKERS = 8  # threads finding pages: more than the cores, since they mostly wait on reads
+_WALKERS = 8  # threads finding pages when their reads wait on the disk
+_COLD_READ = 50e-6  # seconds: a header read slower than this came from the disk, not the file cache
 _AHEAD_SLACK = 0.05  # compressed bytes are not spread evenly over a page's values
 _INDEX_SPAN = 64 << 20  # offset indexes this close together are read in one go
 
@@ -295,14 +297,24 @@ class _Chunk:
         self.locations = locations
         self.located: dict[int, _Page] = {}  # index into `locations` -> its page, header read
         self.lock = threading.Lock()
+        self.reads, self.read_seconds = 0, 0.0  # header reads, and the time they waited
 
     def _header(self, offset: int) -> tuple[dict[int, Any], int]:
+        """The page header at `offset` and its size, without the page's statistics (min and max
+        values: kilobytes of text a page, not needed here and kept no longer than the read)."""
         size = _HEADER_READ
         while True:
+            started = time.perf_counter()
             data = os.pread(self.fd, min(size, self.end - offset), offset)
+            self.read_seconds += time.perf_counter() - started
+            self.reads += 1
             reader = _Thrift(data)
             try:
-                return reader.struct(), reader.pos
+                header = reader.struct()
+                for kind, statistics in ((5, 5), (8, 8)):  # DataPageHeader(V2).statistics
+                    if isinstance(header.get(kind), dict):
+                        header[kind].pop(statistics, None)
+                return header, reader.pos
             except _Short:
                 if offset + size >= self.end:
                     raise Unsupported(f"a page header at byte {offset} runs past its column chunk") from None
@@ -633,6 +645,8 @@ def read_rows(path: str | Path, column: str, rows: Sequence[int]) -> dict[int, s
         group_rows = np.diff(starts)
         locations = _offset_indexes(fd, leaves[0], list(groups), group_rows, spans) if indexed else {}
         opened = {g: _Chunk(fd, *chunks[g], leaf.max_definition_level, locations.get(g)) for g in groups}
+        order = list(groups)
+        cores = os.cpu_count() or 1
 
         def locate(g: int) -> list[tuple[_Page, list[int]]]:
             return opened[g].locate([r - int(starts[g]) for r in groups[g]])
@@ -640,16 +654,33 @@ def read_rows(path: str | Path, column: str, rows: Sequence[int]) -> dict[int, s
         def decode(g: int, page: _Page, rows: list[int]) -> dict[int, str | None]:
             return {r + int(starts[g]): v for r, v in opened[g].read(page, rows).items()}
 
-        # Finding pages mostly waits on small reads: more threads than cores. Decoding is CPU work
-        # (decompression releases the GIL): as many threads as cores, each page as soon as found.
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as decoders, \
-                ThreadPoolExecutor(max_workers=max(1, min(len(groups), _WALKERS))) as walkers:
-            def queue(g: int) -> list[Future[dict[int, str | None]]]:
-                return [decoders.submit(decode, g, page, rows) for page, rows in locate(g)]
+        decoding = threading.Semaphore(cores)
 
-            for queued in walkers.map(queue, groups):
-                for future in queued:
-                    out.update(future.result())
+        def whole(g: int) -> dict[int, str | None]:
+            found: dict[int, str | None] = {}
+            located = locate(g)
+            with decoding:
+                for page, rows in located:
+                    found.update(decode(g, page, rows))
+            del opened[g]  # its pages' headers are not kept past the row group
+            return found
+
+        if len(order) <= cores:  # few row groups (or one): their pages are decoded side by side
+            pages = [(g, page, rows) for g in order for page, rows in locate(g)]
+            with ThreadPoolExecutor(max_workers=cores) as pool:
+                for local in pool.map(lambda item: decode(*item), pages):
+                    out.update(local)
+        else:
+            # Each row group on one thread, its pages found, then decoded (decompression releases
+            # the GIL). As many threads as cores while the header reads come from the file cache
+            # (more would only contend for the GIL); more once the first row group's reads wait on
+            # the disk, since finding a page is then a chain of small reads that wait.
+            first = opened[order[0]]
+            out.update(whole(order[0]))
+            cold = first.reads and first.read_seconds / first.reads > _COLD_READ
+            with ThreadPoolExecutor(max_workers=_WALKERS if cold else cores) as pool:
+                for local in pool.map(whole, order[1:]):
+                    out.update(local)
     except (struct.error, IndexError, ValueError, UnicodeDecodeError, OSError, ArrowException) as exc:
         raise Unsupported(f"{type(exc).__name__}: {exc}") from None
     finally:

@@ -163,3 +163,14 @@ def test_a_damaged_offset_index_never_gives_wrong_text(tmp_path: Path) -> None:
         assert got == {r: values[r] for r in rows}, f"byte {at} of the offset index"
         outcomes.add("read")
     assert outcomes == {"refused", "read"}  # some damage is caught, the rest is walked around or harmless
+
+
+@pytest.mark.parametrize("cold", [True, False], ids=["reads-wait", "reads-cached"])
+def test_row_groups_on_many_threads_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cold: bool) -> None:
+    values = texts(12000, seed=7)
+    path = tmp_path / "groups.parquet"
+    pq.write_table(pa.table({"text": values}), path, row_group_size=500, data_page_size=1024, write_batch_size=50,
+                   compression="zstd")
+    monkeypatch.setattr(parquet_pages, "_COLD_READ", 0.0 if cold else 1e9)  # every read counts as cold, or none
+    rows = sorted(np.random.default_rng(2).choice(len(values), 400, replace=False).tolist())
+    assert read_rows(path, "text", rows) == {r: values[r] for r in rows}
