@@ -630,6 +630,7 @@ def _parquet_footers(files: Sequence[Path], column: str) -> list[int]:
 DUCKDB_BATCH_ROWS = 65_536  # rows per Arrow batch of a streamed DuckDB query
 DUCKDB_MEMORY_LIMIT = "256MB"  # DuckDB's buffer pool while sampling a DuckDB source
 DUCKDB_ROWID_MEMORY_LIMIT = "32MB"  # and while reading drawn rows of a table one by one
+DUCKDB_READERS = 4  # threads reading drawn rows by rowid, each with its own cursor
 
 
 def _quote(identifier: str) -> str:
@@ -801,17 +802,31 @@ def duckdb_pool(spec: DuckDBSource, base: Path, seed: int, k: int) -> Pool:
             connection.execute(f"SET memory_limit = '{DUCKDB_ROWID_MEMORY_LIMIT}'")
 
         def fetch_by_rowid(rows: list[int]) -> dict[int, str | None]:
-            found: dict[int, str | None] = {}
-            for row in sorted(set(rows)):
-                # A literal bound (through int()): DuckDB then skips to the row's segment.
-                row_list = _int_list([row])
-                hit = connection.execute(
-                    f"SELECT {name} FROM ({query}\nWHERE rowid BETWEEN {row_list} AND {row_list})"
-                ).fetchone()
-                if hit is None:
-                    raise SourceDataError(f"{database}: row {row + 1} of the query is gone: the table changed while it was sampled")
-                found[row] = hit[0]
-            return found
+            wanted = sorted(set(rows))
+            n = max(1, min(DUCKDB_READERS, len(wanted) // 16))
+            step = -(-len(wanted) // n)
+
+            def part(chunk: list[int]) -> dict[int, str | None]:
+                found: dict[int, str | None] = {}
+                cursor = connection.cursor()  # a connection of its own to the same database, for this thread
+                try:
+                    for row in chunk:
+                        # A literal bound (through int()): DuckDB then skips to the row's segment.
+                        row_list = _int_list([row])
+                        hit = cursor.execute(
+                            f"SELECT {name} FROM ({query}\nWHERE rowid BETWEEN {row_list} AND {row_list})"
+                        ).fetchone()
+                        if hit is None:
+                            raise SourceDataError(f"{database}: row {row + 1} of the query is gone: the table changed while it was sampled")
+                        found[row] = hit[0]
+                finally:
+                    cursor.close()
+                return found
+
+            # Each lookup waits on a block read when the database is not cached: a few side by side.
+            with concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
+                parts = list(pool.map(part, [wanted[i:i + step] for i in range(0, len(wanted), step)]))
+            return {row: text for found in parts for row, text in found.items()}
 
         def fetch_streamed(rows: list[int]) -> dict[int, str | None]:
             wanted = sorted(set(rows))
