@@ -290,7 +290,7 @@ class SavedColumn:
         for row in wanted:
             if not 0 <= row < self.num_rows:
                 raise IndexError(f"row {row} is outside the split's {self.num_rows} rows")
-        places = [int(np.searchsorted(self.starts, row, side="right")) - 1 for row in wanted]
+        places = (np.searchsorted(self.starts, wanted, side="right") - 1).tolist()
         fds: dict[int, int] = {}
 
         def one(row: int, at: int) -> str | None:

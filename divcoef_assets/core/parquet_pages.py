@@ -295,13 +295,14 @@ class _Chunk:
         self.dictionary_page: tuple[int, int, dict[int, Any]] | None = None
         self.dictionary: tuple[bytes, list[int]] | None = None
         self.locations = locations
+        self.first_rows = [loc.first_row for loc in locations or []]
         self.located: dict[int, _Page] = {}  # index into `locations` -> its page, header read
         self.lock = threading.Lock()
         self.reads, self.read_seconds = 0, 0.0  # header reads, and the time they waited
 
     def _header(self, offset: int) -> tuple[dict[int, Any], int]:
-        """The page header at `offset` and its size, without the page's statistics (min and max
-        values: kilobytes of text a page, not needed here and kept no longer than the read)."""
+        """The page header at `offset` and its size, its page sizes checked, without the page's
+        statistics (min and max values: kilobytes of text a page, not needed here)."""
         size = _HEADER_READ
         while True:
             started = time.perf_counter()
@@ -311,33 +312,40 @@ class _Chunk:
             reader = _Thrift(data)
             try:
                 header = reader.struct()
-                for kind, statistics in ((5, 5), (8, 8)):  # DataPageHeader(V2).statistics
-                    if isinstance(header.get(kind), dict):
-                        header[kind].pop(statistics, None)
-                return header, reader.pos
             except _Short:
                 if offset + size >= self.end:
                     raise Unsupported(f"a page header at byte {offset} runs past its column chunk") from None
                 size *= 4
+                continue
+            compressed, plain = header.get(3), header.get(2)
+            if not isinstance(compressed, int) or compressed < 0:
+                raise Unsupported(f"a page header at byte {offset} has no size")
+            if not isinstance(plain, int) or not 0 <= plain <= _MAX_PAGE_BYTES:
+                raise Unsupported(f"a page header at byte {offset} gives {plain!r} bytes uncompressed")
+            for kind, statistics in ((5, 5), (8, 8)):  # DataPageHeader(V2).statistics
+                if isinstance(header.get(kind), dict):
+                    header[kind].pop(statistics, None)
+            return header, reader.pos
 
     def _indexed(self, row: int) -> _Page:
         """The data page holding `row`, found in the offset index (its header read alone)."""
         assert self.locations is not None
-        i = bisect.bisect_right(self.locations, row, key=lambda loc: loc.first_row) - 1
+        i = self._index_of(row)
         page = self.located.get(i)
         if page is None:
             where = self.locations[i]
             header, size = self._header(where.offset)
-            if header.get(1) not in (_DATA_PAGE, _DATA_PAGE_V2) or size + header.get(3, -1) != where.size:
+            if header.get(1) not in (_DATA_PAGE, _DATA_PAGE_V2) or size + header[3] != where.size:
                 raise Unsupported(f"the offset index's page at byte {where.offset} is not the data page there")
             n_rows = header[5][1] if header[1] == _DATA_PAGE else header[8][3]
             if n_rows != where.n_rows:
                 raise Unsupported(f"the page at byte {where.offset} holds {n_rows} rows, its offset index says {where.n_rows}")
-            plain = header.get(2)
-            if not isinstance(plain, int) or not 0 <= plain <= _MAX_PAGE_BYTES:
-                raise Unsupported(f"a page header at byte {where.offset} gives {plain!r} bytes uncompressed")
             page = self.located[i] = _Page(where.offset, size, header, where.first_row, n_rows)
         return page
+
+    def _index_of(self, row: int) -> int:
+        """The position in the offset index of the page holding `row`."""
+        return bisect.bisect_right(self.first_rows, row) - 1
 
     def _walk_to(self, row: int) -> _Page:
         """The data page holding `row`, reading headers up to it (the dictionary page on the way)."""
@@ -348,12 +356,8 @@ class _Chunk:
                 return page
         while self.next_offset < self.end:
             header, size = self._header(self.next_offset)
-            kind, compressed, plain = header.get(1), header.get(3), header.get(2)
-            if not isinstance(compressed, int) or compressed < 0:
-                raise Unsupported(f"a page header at byte {self.next_offset} has no size")
-            if not isinstance(plain, int) or not 0 <= plain <= _MAX_PAGE_BYTES:
-                raise Unsupported(f"a page header at byte {self.next_offset} gives {plain!r} bytes uncompressed")
-            offset, self.next_offset = self.next_offset, self.next_offset + size + compressed
+            kind = header.get(1)
+            offset, self.next_offset = self.next_offset, self.next_offset + size + header[3]
             if kind == _DICTIONARY_PAGE:
                 self.dictionary_page = (offset, size, header)
                 continue
@@ -409,10 +413,9 @@ class _Chunk:
         header is read (as far as its last drawn row, in proportion), the rest once the header
         says the page is decompressed whole; without one, once its header is found."""
         if self.locations is not None:
-            starts = [loc.first_row for loc in self.locations]
             last: dict[int, int] = {}
             for row in rows:
-                last[bisect.bisect_right(starts, row) - 1] = row
+                last[self._index_of(row)] = row
             for i, row in sorted(last.items()):
                 where = self.locations[i]
                 _read_ahead(self.fd, where.offset, _ahead((row - where.first_row + 1) / where.n_rows, where.size))
