@@ -11,9 +11,12 @@ hold drawn rows, plus the chunk's dictionary page when one of them is dictionary
 When the file carries a page index (the offset index that `datasets`, Spark and parquet-mr
 write by default), each drawn page is found from it directly; without one, a row group's page
 headers are read one after another up to the drawn page, a chain of small reads that waits on the
-disk when the file is not cached, so row groups are walked side by side on several threads. Once
-the pages are known, the kernel is asked to read their bodies in the background
-(`POSIX_FADV_WILLNEED`) while the first ones are decoded.
+disk when the file is not cached, so row groups are walked side by side on several threads. The
+kernel's own read-ahead is turned off for the file (`POSIX_FADV_RANDOM`: each small header read
+would otherwise pull in the page body after it); once the pages are known, it is asked to read
+their bodies, as far as they will be decompressed, in the background (`POSIX_FADV_WILLNEED`)
+while the first ones are decoded. Pages and the dictionary page alike are decompressed and walked
+only up to the last value drawn from them.
 
 It decodes what writers emit for a flat string column: data pages v1 and v2, PLAIN and dictionary
 (PLAIN_DICTIONARY, RLE_DICTIONARY) values, optional columns with nulls (read as None), and the
@@ -193,36 +196,6 @@ def _hybrid(data: bytes, pos: int, end: int, width: int, count: int) -> np.ndarr
     return out
 
 
-def _plain_offsets(data: bytes, pos: int, count: int, upto: int | None = None) -> list[int]:
-    """Start offsets of the first `upto` (default: all `count`) PLAIN byte arrays at data[pos:], and one past.
-
-    Each value is a 4-byte length and its bytes. A value running past the page raises
-    `Unsupported`; so does a full walk that does not end exactly at the page's end.
-    """
-    n = count if upto is None else min(count, upto)
-    starts: list[int] = []
-    append = starts.append
-    size = len(data)
-    unpack = _U32.unpack_from
-    try:
-        for _ in range(n):
-            pos += 4
-            append(pos)
-            pos += unpack(data, pos - 4)[0]
-    except struct.error:  # a length past the end: the value before it ran past the page
-        raise Unsupported(f"a PLAIN value runs past its {size}-byte page") from None
-    if pos > size:
-        raise Unsupported(f"a PLAIN value runs past its {size}-byte page")
-    if n == count and pos != size:
-        raise Unsupported(f"the PLAIN values end at byte {pos} of a {size}-byte page")
-    starts.append(pos + 4)
-    return starts
-
-
-def _plain_value(data: bytes | memoryview, starts: list[int], i: int) -> str:
-    return str(data[starts[i]:starts[i + 1] - 4], "utf-8")
-
-
 class _Span(io.RawIOBase):
     """A page body as a file, read with positioned reads as it is consumed (no further than asked)."""
 
@@ -234,10 +207,15 @@ class _Span(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = os.pread(self.fd, min(len(buffer), self.end - self.pos), self.pos)
-        buffer[:len(data)] = data
-        self.pos += len(data)
-        return len(data)
+        view = memoryview(buffer).cast("B")[:self.end - self.pos]
+        if hasattr(os, "preadv"):  # straight into the buffer
+            got = os.preadv(self.fd, [view], self.pos)
+        else:
+            data = os.pread(self.fd, len(view), self.pos)
+            got = len(data)
+            view[:got] = data
+        self.pos += got
+        return got
 
 
 class _Prefix:
@@ -271,6 +249,51 @@ class _Prefix:
             self.filled += got
 
 
+class _PlainValues:
+    """PLAIN byte arrays (each a 4-byte length, then its bytes), walked only as far as asked.
+
+    Over a streamed page (`_Prefix`) the walk decompresses as it goes; over whole bytes it reads
+    them in place. Value i's bytes are view[heads[i] + 4:heads[i + 1]] once walked through. A
+    value running past the page raises `Unsupported`."""
+
+    def __init__(self, source: _Prefix | bytes | memoryview, pos: int, count: int) -> None:
+        if isinstance(source, _Prefix):
+            self.prefix: _Prefix | None = source
+            self.view, self.size, self.filled = source.view, source.size, source.filled
+        else:
+            self.prefix = None
+            self.view = memoryview(source)
+            self.size = self.filled = len(source)
+        self.count = count
+        self.heads = [pos]
+
+    def _need(self, end: int) -> None:
+        if end > self.size or self.prefix is None:
+            raise Unsupported(f"a PLAIN value runs past its {self.size}-byte page")
+        self.prefix.need(end)
+        self.filled = self.prefix.filled
+
+    def through(self, i: int) -> None:
+        """Walk through value `i` (its bytes decompressed)."""
+        if not 0 <= i < self.count:
+            raise Unsupported(f"value {i} of a page of {self.count}")
+        heads, view, unpack, filled = self.heads, self.view, _U32.unpack_from, self.filled
+        append = heads.append
+        pos = heads[-1]
+        for _ in range(i + 2 - len(heads)):
+            if pos + 4 > filled:
+                self._need(pos + 4)
+                filled = self.filled
+            pos += 4 + unpack(view, pos)[0]
+            append(pos)
+        if pos > filled:
+            self._need(pos)
+
+    def text(self, i: int) -> str:
+        """Value `i`, walked through already."""
+        return str(self.view[self.heads[i] + 4:self.heads[i + 1]], "utf-8")
+
+
 # ----------------------------------------------------------------------------- one column chunk
 
 
@@ -293,7 +316,8 @@ class _Chunk:
         self.next_row = 0
         self.pages: list[_Page] = []
         self.dictionary_page: tuple[int, int, dict[int, Any]] | None = None
-        self.dictionary: tuple[bytes, list[int]] | None = None
+        self.dictionary: _PlainValues | None = None
+        self.dictionary_body = (0, 0)  # offset and compressed length of the dictionary page's body
         self.locations = locations
         self.first_rows = [loc.first_row for loc in locations or []]
         self.located: dict[int, _Page] = {}  # index into `locations` -> its page, header read
@@ -389,7 +413,8 @@ class _Chunk:
         plain = pa.decompress(body, decompressed_size=header[2] - compressed_from, codec=codec)
         return head + plain.to_pybytes() if head else memoryview(plain)  # no copy of the page where none is needed
 
-    def _dictionary(self) -> tuple[bytes, list[int]]:
+    def _dictionary(self) -> _PlainValues:
+        """The chunk's dictionary page, opened (its entries are walked as far as drawn rows need)."""
         if self.dictionary is None:
             if self.dictionary_page is None and self.locations and self.start < self.locations[0].offset:
                 header, size = self._header(self.start)  # with an offset index, no walk passed it
@@ -402,8 +427,12 @@ class _Chunk:
             info = header.get(7) or {}
             if info.get(2, _PLAIN) not in (_PLAIN, _PLAIN_DICTIONARY):
                 raise Unsupported(f"dictionary page encoding {info.get(2)}")
-            data = self._body(offset, size, header)
-            self.dictionary = (data, _plain_offsets(data, 0, info[1]))
+            if self.codec in _Prefix.STREAMING:
+                source: _Prefix | bytes | memoryview = _Prefix(_Span(self.fd, offset + size, header[3]), self.codec, header[2])
+            else:
+                source = self._body(offset, size, header)
+            self.dictionary = _PlainValues(source, 0, info[1])
+            self.dictionary_body = (offset + size, header[3])
         return self.dictionary
 
     def locate(self, rows: Sequence[int]) -> list[tuple[_Page, list[int]]]:
@@ -441,10 +470,6 @@ class _Chunk:
 
     def read(self, page: _Page, rows: list[int]) -> dict[int, str | None]:
         """Values of `rows` of a located page (pages of one chunk may be read on several threads)."""
-        header = page.header
-        if (header[5][2] if header[1] == _DATA_PAGE else header[8][4]) in (_PLAIN_DICTIONARY, _RLE_DICTIONARY):
-            with self.lock:  # the dictionary is decoded once, by the first page that needs it
-                self._dictionary()
         return self._read_page(page, rows)
 
     def _read_page(self, page: _Page, rows: list[int]) -> dict[int, str | None]:
@@ -479,21 +504,28 @@ class _Chunk:
         n_values = int(defined.sum())
         value_index = np.cumsum(defined) - 1
         values = data[pos:]
+        needed = [int(value_index[r - page.first_row]) for r in rows if defined[r - page.first_row]]
         if encoding == _PLAIN:
-            needed = [int(value_index[r - page.first_row]) for r in rows if defined[r - page.first_row]]
-            starts = _plain_offsets(values, 0, n_values, (max(needed) + 1) if needed else 0)
-
-            def value(i: int) -> str:
-                return _plain_value(values, starts, i)
+            plain = _PlainValues(values, 0, n_values)
+            if needed:
+                plain.through(max(needed))
+            value = plain.text
         elif encoding in (_PLAIN_DICTIONARY, _RLE_DICTIONARY):
-            dictionary, dict_starts = self._dictionary()
             width = values[0] if values else 0
             indices = _hybrid(values, 1, len(values), width, n_values) if n_values else np.empty(0, np.int64)
-            if n_values and (indices.min() < 0 or indices.max() >= len(dict_starts) - 1):
-                raise Unsupported("a dictionary index is out of range")
+            with self.lock:  # pages of one chunk share its dictionary, walked as far as the deepest entry drawn
+                dictionary = self._dictionary()
+                if needed:
+                    deepest = int(indices[needed].max())
+                    if indices[needed].min() < 0 or deepest >= dictionary.count:
+                        raise Unsupported("a dictionary index is out of range")
+                    if dictionary.prefix is not None and len(dictionary.heads) <= deepest + 1:
+                        body, length = self.dictionary_body
+                        _read_ahead(self.fd, body, _ahead((deepest + 1) / dictionary.count, length))
+                    dictionary.through(deepest)
 
             def value(i: int) -> str:
-                return _plain_value(dictionary, dict_starts, int(indices[i]))
+                return dictionary.text(int(indices[i]))
         else:
             raise Unsupported(f"value encoding {encoding}")
         out: dict[int, str | None] = {}
@@ -518,26 +550,11 @@ class _Chunk:
             defined = levels == self.max_def
             pos = 4 + length
         value_index = np.cumsum(defined) - 1
-        wanted = {int(value_index[r - page.first_row]) for r in rows if defined[r - page.first_row]}
-        texts: dict[int, str] = {}
-        unpack = _U32.unpack_from
-        view, filled = prefix.view, prefix.filled  # the page's buffer, valid up to `filled`
-        i = 0
-        for target in sorted(wanted):
-            while i <= target:
-                if pos + 4 > filled:
-                    prefix.need(pos + 4)
-                    filled = prefix.filled
-                (length,) = unpack(view, pos)
-                pos += 4 + length
-                i += 1
-            if pos > filled:
-                prefix.need(pos)
-                filled = prefix.filled
-            texts[target] = str(view[pos - length:pos], "utf-8")
-        if pos > header[2]:
-            raise Unsupported(f"the PLAIN values run past their {header[2]}-byte page")
-        return {r: texts[int(value_index[r - page.first_row])] if defined[r - page.first_row] else None for r in rows}
+        values = _PlainValues(prefix, pos, int(defined.sum()))
+        wanted = [int(value_index[r - page.first_row]) for r in rows if defined[r - page.first_row]]
+        if wanted:
+            values.through(max(wanted))
+        return {r: values.text(int(value_index[r - page.first_row])) if defined[r - page.first_row] else None for r in rows}
 
 
 # ----------------------------------------------------------------------------- the page index
@@ -643,6 +660,11 @@ def read_rows(path: str | Path, column: str, rows: Sequence[int]) -> dict[int, s
             indexed = indexed or info.has_offset_index
     out: dict[int, str | None] = {}
     fd = os.open(path, os.O_RDONLY)
+    if hasattr(os, "posix_fadvise"):
+        # Each header read would otherwise pull in the kernel's read-ahead window (128 KB or
+        # more) of the page body it skips: at 4 GB that was most of the bytes read from the
+        # disk. The bodies needed are asked for explicitly (`_read_ahead`).
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
     try:
         spans = {g: chunks[g][:2] for g in groups}
         group_rows = np.diff(starts)
