@@ -783,6 +783,7 @@ def duckdb_pool(spec: DuckDBSource, base: Path, seed: int, k: int) -> Pool:
     import duckdb
     import pyarrow as pa
 
+    from divcoef_assets.core.duckdb_files import random_reads
     from divcoef_assets.core.sources import _duckdb_connection
 
     database = _resolve(spec.database, base)
@@ -824,7 +825,7 @@ def duckdb_pool(spec: DuckDBSource, base: Path, seed: int, k: int) -> Pool:
                 return found
 
             # Each lookup waits on a block read when the database is not cached: a few side by side.
-            with concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
+            with random_reads(database), concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
                 parts = list(pool.map(part, [wanted[i:i + step] for i in range(0, len(wanted), step)]))
             return {row: text for found in parts for row, text in found.items()}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
 from pathlib import Path
 
@@ -277,6 +278,26 @@ def test_duckdb_plain_table_scans_read_drawn_rows_by_rowid_with_the_streamed_poo
             assert all(d.text == f"doc {int(d.locator.split()[1]) - 1}" for d in pool.docs)
         else:
             assert all(int(d.text.split()[1]) % 3 != 0 for d in pool.docs)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir() or not hasattr(os, "posix_fadvise"), reason="needs /proc and posix_fadvise")
+def test_random_reads_advises_duckdbs_own_descriptor_of_the_database_and_no_other(tmp_path: Path) -> None:
+    import duckdb
+
+    from divcoef_assets.core.duckdb_files import random_reads
+
+    database = tmp_path / "d.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("CREATE TABLE docs AS SELECT 'doc ' || i AS body FROM range(100) t(i)")
+    (tmp_path / "other").write_text("x")
+    with duckdb.connect(str(database), read_only=True) as con:
+        with random_reads(database) as advised:
+            assert advised >= 1  # the descriptor DuckDB keeps open on the file
+            assert con.execute("SELECT body FROM docs WHERE rowid = 7").fetchone() == ("doc 7",)
+        with random_reads(tmp_path / "other") as advised:
+            assert advised == 0  # open nowhere in this process
+    with random_reads(tmp_path / "missing") as advised:
+        assert advised == 0
 
 
 def test_sampler_module_has_no_dagster_import() -> None:
