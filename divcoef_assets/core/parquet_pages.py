@@ -28,7 +28,6 @@ and the caller reads that file another way.
 from __future__ import annotations
 
 import bisect
-import io
 import os
 import struct
 import threading
@@ -52,6 +51,8 @@ _DATA_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 2, 3
 _PLAIN, _PLAIN_DICTIONARY, _RLE, _RLE_DICTIONARY = 0, 2, 3, 8
 # Deeper than this share of a page, decompressing it whole at once is cheaper than streaming a prefix.
 _PREFIX_DEPTH = 0.8
+# A streamed walk to value i first decompresses this share of the bytes before it, were values of one size.
+_FIRST_STRETCH = 0.8
 _WALKERS = 8  # threads finding pages when their reads wait on the disk
 _COLD_READ = 50e-6  # seconds: a header read slower than this came from the disk, not the file cache
 _AHEAD_SLACK = 0.05  # compressed bytes are not spread evenly over a page's values
@@ -196,46 +197,33 @@ def _hybrid(data: bytes, pos: int, end: int, width: int, count: int) -> np.ndarr
     return out
 
 
-class _Span(io.RawIOBase):
-    """A page body as a file, read with positioned reads as it is consumed (no further than asked)."""
-
-    def __init__(self, fd: int, offset: int, length: int) -> None:
-        super().__init__()
-        self.fd, self.pos, self.end = fd, offset, offset + length
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")[:self.end - self.pos]
-        if hasattr(os, "preadv"):  # straight into the buffer
-            got = os.preadv(self.fd, [view], self.pos)
-        else:
-            data = os.pread(self.fd, len(view), self.pos)
-            got = len(data)
-            view[:got] = data
-        self.pos += got
-        return got
-
-
 class _Prefix:
     """A page's bytes, decompressed only as far as they are read (zstd, gzip, brotli: streaming codecs).
 
     A drawn row sits on average halfway into its page: the rest of the page is never decompressed.
-    The bytes go straight into one buffer of the page's size from pyarrow's memory pool (reused
-    from page to page, so not faulted in anew each time); `view[:filled]` holds what is decompressed."""
+    The compressed bytes are read by pyarrow from its own descriptor of the file (kernel read-ahead
+    off, as for the headers), so reading and decompressing run without the GIL; the bytes go
+    straight into one buffer of the page's size; `view[:filled]` holds what is decompressed."""
 
     STREAMING = {"ZSTD": "zstd", "GZIP": "gzip", "BROTLI": "brotli"}
     STEP = 1 << 16  # bytes decompressed at a time
 
-    def __init__(self, raw: _Span, codec: str, size: int) -> None:
+    def __init__(self, path: str, offset: int, codec: str, size: int) -> None:
         import pyarrow as pa
 
         self.size = size
         self._buffer = pa.allocate_buffer(size)
         self.view = memoryview(self._buffer)
         self.filled = 0
-        self._stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), self.STREAMING[codec])
+        self._file = pa.OSFile(path)
+        try:
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+            self._file.seek(offset)
+            self._stream = pa.CompressedInputStream(self._file, self.STREAMING[codec])
+        except BaseException:
+            self._file.close()
+            raise
 
     def need(self, end: int) -> None:
         """Decompress at least through byte `end` (raises `Unsupported` past the page's end)."""
@@ -247,6 +235,9 @@ class _Prefix:
             if not got:
                 raise Unsupported(f"a page ends at byte {self.filled}, before byte {end}")
             self.filled += got
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class _PlainValues:
@@ -277,6 +268,11 @@ class _PlainValues:
         """Walk through value `i` (its bytes decompressed)."""
         if not 0 <= i < self.count:
             raise Unsupported(f"value {i} of a page of {self.count}")
+        if self.prefix is not None and len(self.heads) == 1:
+            # Most of the way to value i in one call (without the GIL), not a step at a time.
+            guess = int(_FIRST_STRETCH * self.size * i / self.count)
+            if guess > self.filled + _Prefix.STEP:
+                self._need(guess)
         heads, view, unpack, filled = self.heads, self.view, _U32.unpack_from, self.filled
         append = heads.append
         pos = heads[-1]
@@ -309,8 +305,9 @@ class _Page:
 class _Chunk:
     """One row group's column chunk of one open file."""
 
-    def __init__(self, fd: int, start: int, end: int, codec: str, max_def: int,
+    def __init__(self, path: str, fd: int, start: int, end: int, codec: str, max_def: int,
                  locations: list[_Location] | None = None) -> None:
+        self.path = path
         self.fd, self.start, self.end, self.codec, self.max_def = fd, start, end, codec, max_def
         self.next_offset = start
         self.next_row = 0
@@ -428,7 +425,7 @@ class _Chunk:
             if info.get(2, _PLAIN) not in (_PLAIN, _PLAIN_DICTIONARY):
                 raise Unsupported(f"dictionary page encoding {info.get(2)}")
             if self.codec in _Prefix.STREAMING:
-                source: _Prefix | bytes | memoryview = _Prefix(_Span(self.fd, offset + size, header[3]), self.codec, header[2])
+                source: _Prefix | bytes | memoryview = _Prefix(self.path, offset + size, self.codec, header[2])
             else:
                 source = self._body(offset, size, header)
             self.dictionary = _PlainValues(source, 0, info[1])
@@ -467,6 +464,11 @@ class _Chunk:
         if header[1] == _DATA_PAGE and header[5][2] == _PLAIN and self.codec in _Prefix.STREAMING and depth <= _PREFIX_DEPTH:
             return depth
         return None
+
+    def close(self) -> None:
+        """Close the dictionary page's stream, when one was opened."""
+        if self.dictionary is not None and self.dictionary.prefix is not None:
+            self.dictionary.prefix.close()
 
     def read(self, page: _Page, rows: list[int]) -> dict[int, str | None]:
         """Values of `rows` of a located page (pages of one chunk may be read on several threads)."""
@@ -537,24 +539,27 @@ class _Chunk:
     def _read_plain_prefix(self, page: _Page, rows: list[int]) -> dict[int, str | None]:
         """A v1 PLAIN page read by decompressing it only up to its last drawn value."""
         header, info = page.header, page.header[5]
-        prefix = _Prefix(_Span(self.fd, page.offset + page.header_size, header[3]), self.codec, header[2])
-        pos = 0
-        defined = np.ones(page.n_rows, dtype=bool)
-        if self.max_def:
-            if info.get(3, _RLE) != _RLE:
-                raise Unsupported(f"definition level encoding {info.get(3)}")
-            prefix.need(4)
-            (length,) = _U32.unpack_from(prefix.view, 0)
-            prefix.need(4 + length)
-            levels = _hybrid(bytes(prefix.view[:4 + length]), 4, 4 + length, self.max_def.bit_length(), page.n_rows)
-            defined = levels == self.max_def
-            pos = 4 + length
-        value_index = np.cumsum(defined) - 1
-        values = _PlainValues(prefix, pos, int(defined.sum()))
-        wanted = [int(value_index[r - page.first_row]) for r in rows if defined[r - page.first_row]]
-        if wanted:
-            values.through(max(wanted))
-        return {r: values.text(int(value_index[r - page.first_row])) if defined[r - page.first_row] else None for r in rows}
+        prefix = _Prefix(self.path, page.offset + page.header_size, self.codec, header[2])
+        try:
+            pos = 0
+            defined = np.ones(page.n_rows, dtype=bool)
+            if self.max_def:
+                if info.get(3, _RLE) != _RLE:
+                    raise Unsupported(f"definition level encoding {info.get(3)}")
+                prefix.need(4)
+                (length,) = _U32.unpack_from(prefix.view, 0)
+                prefix.need(4 + length)
+                levels = _hybrid(bytes(prefix.view[:4 + length]), 4, 4 + length, self.max_def.bit_length(), page.n_rows)
+                defined = levels == self.max_def
+                pos = 4 + length
+            value_index = np.cumsum(defined) - 1
+            values = _PlainValues(prefix, pos, int(defined.sum()))
+            wanted = [int(value_index[r - page.first_row]) for r in rows if defined[r - page.first_row]]
+            if wanted:
+                values.through(max(wanted))
+            return {r: values.text(int(value_index[r - page.first_row])) if defined[r - page.first_row] else None for r in rows}
+        finally:
+            prefix.close()
 
 
 # ----------------------------------------------------------------------------- the page index
@@ -659,6 +664,7 @@ def read_rows(path: str | Path, column: str, rows: Sequence[int]) -> dict[int, s
             chunks[g] = (int(begin), int(begin) + int(info.total_compressed_size), str(info.compression))
             indexed = indexed or info.has_offset_index
     out: dict[int, str | None] = {}
+    opened: dict[int, _Chunk] = {}
     fd = os.open(path, os.O_RDONLY)
     if hasattr(os, "posix_fadvise"):
         # Each header read would otherwise pull in the kernel's read-ahead window (128 KB or
@@ -669,7 +675,7 @@ def read_rows(path: str | Path, column: str, rows: Sequence[int]) -> dict[int, s
         spans = {g: chunks[g][:2] for g in groups}
         group_rows = np.diff(starts)
         locations = _offset_indexes(fd, leaves[0], list(groups), group_rows, spans) if indexed else {}
-        opened = {g: _Chunk(fd, *chunks[g], leaf.max_definition_level, locations.get(g)) for g in groups}
+        opened = {g: _Chunk(str(path), fd, *chunks[g], leaf.max_definition_level, locations.get(g)) for g in groups}
         order = list(groups)
         cores = os.cpu_count() or 1
 
@@ -687,7 +693,7 @@ def read_rows(path: str | Path, column: str, rows: Sequence[int]) -> dict[int, s
             with decoding:
                 for page, rows in located:
                     found.update(decode(g, page, rows))
-            del opened[g]  # its pages' headers are not kept past the row group
+            opened.pop(g).close()  # its pages' headers are not kept past the row group
             return found
 
         if len(order) <= cores:  # few row groups (or one): their pages are decoded side by side
@@ -709,5 +715,7 @@ def read_rows(path: str | Path, column: str, rows: Sequence[int]) -> dict[int, s
     except (struct.error, IndexError, ValueError, UnicodeDecodeError, OSError, ArrowException) as exc:
         raise Unsupported(f"{type(exc).__name__}: {exc}") from None
     finally:
+        for chunk in list(opened.values()):
+            chunk.close()
         os.close(fd)
     return out
