@@ -168,13 +168,27 @@ def disk_bytes(path: Path) -> int:
 # ----------------------------------------------------------------------------- one measurement (child)
 
 
-def _private_mb() -> float:
-    """The process's resident anonymous memory (what it allocated, not mapped file pages), in MB."""
+def _status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (kB there), in MB; NaN where there is none."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("RssAnon:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _private_mb() -> float:
+    """The process's resident anonymous memory (what it allocated, not mapped file pages), in MB."""
+    return _status_mb("RssAnon")
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory since it started its program (VmHWM).
+
+    Not `getrusage`'s ru_maxrss: Linux carries the forking parent's resident size at the fork into
+    the child's ru_maxrss across exec, so a child of a benchmark that has just built a 4 GB corpus
+    would report the builder's memory as its own."""
+    return _status_mb("VmHWM")
 
 
 class PrivatePeak:
@@ -201,8 +215,6 @@ class PrivatePeak:
 
 def child(mode: str, registry_path: str, artifacts: str) -> None:
     """Run one step in this fresh process; print {seconds, peak_mb, private_mb, disk_mb, documents} as JSON."""
-    import resource
-
     from divcoef_assets import pipeline
     from divcoef_assets.core.snapshot import write_snapshot
     from divcoef_assets.registry import load_registry
@@ -222,7 +234,7 @@ def child(mode: str, registry_path: str, artifacts: str) -> None:
         seconds, documents = time.perf_counter() - start, record.n_documents
         disk = disk_bytes(layout.snapshot_dir("corpus"))
     watch.__exit__()
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = _peak_rss_mb()
     print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "private_mb": watch.peak, "disk_mb": disk / 2**20,
                       "documents": documents}))
 
