@@ -63,6 +63,22 @@ def test_the_pool_does_not_depend_on_shard_order_or_count(tmp_path: Path, monkey
     assert sorted(d.text for d in whole.docs) != [d.text for d in whole.docs]
 
 
+def test_pieces_of_any_size_give_the_same_pool_plain_and_gzip(tmp_path: Path, monkeypatch) -> None:
+    # Lines of 12 to 300 bytes: pieces of 64 bytes end inside lines and grow, and a gzip stream
+    # carries each unfinished line into the next piece.
+    texts = [f"doc {i} " + "long " * (i % 60) for i in range(800)]
+    for name, gz in (("plain.jsonl", False), ("packed.jsonl.gz", True)):
+        write_jsonl(tmp_path / name, texts, gz=gz)
+        spec = FilesSource(path=name)
+        whole = sample_pool(spec, tmp_path, seed=5, k=50, executor="serial")
+        for chunk_bytes in (64, 1000, 4096):
+            monkeypatch.setattr(sampler, "CHUNK_BYTES", chunk_bytes)
+            pool = sample_pool(spec, tmp_path, seed=5, k=50, executor="serial")
+            assert pool.docs == whole.docs, (name, chunk_bytes)  # documents, keys and line numbers
+            assert pool.n_records == whole.n_records == 800 and {d.text for d in pool.docs} <= set(texts)
+        monkeypatch.undo()
+
+
 def test_a_process_pool_gives_the_serial_pool(tmp_path: Path) -> None:
     for i in range(3):
         write_jsonl(tmp_path / f"s{i}.jsonl.gz", docs(400, f"s{i}"), gz=True)
