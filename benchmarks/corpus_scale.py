@@ -333,9 +333,10 @@ def main() -> None:
     body = "\n".join([
         "`.venv/bin/python benchmarks/corpus_scale.py` (one fresh process per run; time of the dataset_snapshot step",
         "inside the process, the modules it imports on first use included, as in a Dagster step's process (pyarrow",
-        "imports pandas to write the snapshot); RSS = the process's peak resident memory, mapped file pages",
-        "included; private = the peak",
-        "of its anonymous memory, what it allocated, sampled every 5 ms; on disk = the snapshot written). Before",
+        "imports pandas to write the snapshot); RSS = the process's peak resident memory (VmHWM), mapped file",
+        "pages included; private = the peak of its anonymous memory, what it allocated, sampled every 5 ms; the",
+        "local pool's worker processes, which sample JSON Lines files of more than 256 MB in byte ranges, are not",
+        "counted; on disk = the snapshot written). Before",
         "every run the corpus's files are dropped from the OS's file cache, so it reads them from the disk, and the",
         "libraries the step imports are imported once in another process, so they come from the cache. The full",
         "copy is the step before sample pools (every document streamed into Parquet and hashed; it had no reuse, so",

@@ -284,6 +284,11 @@ def _open_range(path: str, start: int) -> tuple[Any, int]:
     return handle, start
 
 
+# A gzip file's `readinto` reads into a new object of the size asked for, then copies it: asked
+# for a little at a time, it allocates little. A plain file reads a whole piece in one request.
+_GZIP_STEP = 1 << 20
+
+
 def _piece_buffer(size: int) -> mmap.mmap:
     """A buffer for pieces of a line file, mapped on its own rather than taken from the C heap: a
     heap block this large, once freed, raises the allocator's thresholds so far that the heap kept
@@ -291,12 +296,11 @@ def _piece_buffer(size: int) -> mmap.mmap:
     return mmap.mmap(-1, size)
 
 
-def _fill(handle: Any, view: memoryview) -> int:
-    """Read into `view` until it is full or the file ends; the bytes read. At most 1 MiB a call:
-    a gzip file's `readinto` reads into a new object of the size asked for, then copies it."""
+def _fill(handle: Any, view: memoryview, step: int) -> int:
+    """Read into `view`, at most `step` bytes a call, until it is full or the file ends; the bytes read."""
     filled = 0
     while filled < len(view):
-        got = handle.readinto(view[filled:filled + (1 << 20)])
+        got = handle.readinto(view[filled:filled + step])
         if not got:
             break
         filled += got
@@ -325,7 +329,7 @@ def _chunks(handle: Any, path: str, start: int, end: int) -> Iterator[tuple[int,
         try:
             if seekable:
                 handle.seek(offset)
-            got = _fill(handle, view[kept:kept + size])
+            got = _fill(handle, view[kept:kept + size], size if seekable else _GZIP_STEP)
         except (EOFError, OSError, zlib.error) as exc:  # igzip's BadGzipFile is an OSError
             if seekable:
                 raise
