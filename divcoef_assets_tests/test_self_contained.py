@@ -88,10 +88,27 @@ def test_shipped_registry_names_only_files_inside_the_repository() -> None:
     assert not problems, "\n".join(problems)
 
 
+def _unignored_files() -> set[Path] | None:
+    """Files a commit could hold: tracked, or new and not ignored (outputs git ignores, such as
+    the benchmarks' gigabytes of corpora, are not part of a clone); None outside a git checkout."""
+    if shutil.which("git") is None:
+        return None
+    listing = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True, check=False,
+    )
+    if listing.returncode != 0:
+        return None
+    return {(ROOT / name).resolve() for name in listing.stdout.decode().split("\0") if name}
+
+
 def _scanned_files() -> list[Path]:
     files = [DEFAULT_REGISTRY_PATH]
     for folder in SCANNED_FOLDERS:
         files += sorted(p for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    committable = _unignored_files()
+    if committable is not None:
+        files = [p for p in files if p.resolve() in committable]
     return [p for p in files if p.resolve() != Path(__file__).resolve()]
 
 
