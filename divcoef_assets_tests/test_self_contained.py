@@ -30,12 +30,13 @@ def _inside_repository(path: Path) -> bool:
     return path.resolve().is_relative_to(ROOT)
 
 
-def _tracked_files() -> set[Path] | None:
-    """Files git tracks in this checkout (what a clone gets), or None outside a git checkout."""
+def _git_files(*options: str) -> set[Path] | None:
+    """`git ls-files` of this checkout with `options` (none: the tracked files, what a clone
+    gets), or None outside a git checkout."""
     if shutil.which("git") is None:
         return None
     listing = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=False
+        ["git", "-C", str(ROOT), "ls-files", "-z", *options], capture_output=True, check=False
     )
     if listing.returncode != 0:
         return None
@@ -59,7 +60,7 @@ def _local_paths(registry: Registry) -> list[tuple[str, str, str, Path]]:
 
 def test_shipped_registry_names_only_files_inside_the_repository() -> None:
     registry = load_registry(DEFAULT_REGISTRY_PATH)
-    tracked = _tracked_files()
+    tracked = _git_files()
     entries = _local_paths(registry)
     assert entries, "the shipped registry has no file-backed dataset; this test would check nothing"
     problems = []
@@ -88,25 +89,13 @@ def test_shipped_registry_names_only_files_inside_the_repository() -> None:
     assert not problems, "\n".join(problems)
 
 
-def _unignored_files() -> set[Path] | None:
-    """Files a commit could hold: tracked, or new and not ignored (outputs git ignores, such as
-    the benchmarks' gigabytes of corpora, are not part of a clone); None outside a git checkout."""
-    if shutil.which("git") is None:
-        return None
-    listing = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True, check=False,
-    )
-    if listing.returncode != 0:
-        return None
-    return {(ROOT / name).resolve() for name in listing.stdout.decode().split("\0") if name}
-
-
 def _scanned_files() -> list[Path]:
     files = [DEFAULT_REGISTRY_PATH]
     for folder in SCANNED_FOLDERS:
         files += sorted(p for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    committable = _unignored_files()
+    # Files a commit could hold: tracked, or new and not ignored (outputs git ignores, such as the
+    # benchmarks' gigabytes of corpora, are not part of a clone).
+    committable = _git_files("--cached", "--others", "--exclude-standard")
     if committable is not None:
         files = [p for p in files if p.resolve() in committable]
     return [p for p in files if p.resolve() != Path(__file__).resolve()]
