@@ -166,11 +166,13 @@ def require_same_settings(upstream: str, upstream_fp: str, config: ProbeConfig, 
 @dataclass(frozen=True)
 class SamplingOptions:
     """How a pool is read: `executor` "auto" (a local process pool for large sources, else
-    serially), "serial", "process" or "ray" (Ray Data on the cluster at `ray_address`)."""
+    serially), "serial", "process" or "ray" (Ray Data on the cluster at `ray_address`; a run with
+    no shard finished for `ray_stall_s` seconds is stalled, None: the sampler's default)."""
 
     executor: str = "auto"
     workers: int | None = None
     ray_address: str | None = None
+    ray_stall_s: float | None = None
 
 
 def pool_needs(registry: Registry, dataset: str, config: ProbeConfig) -> dict[str, int]:
@@ -289,7 +291,8 @@ def source_pool(registry: Registry, dataset: str, layout: Layout, seed: int, nee
         k = max(need, kept.n_documents if kept else 0)
         try:
             pool = sample_pool(spec.source, registry.base_dir, seed=seed, k=k, executor=sampling.executor,
-                               workers=sampling.workers, ray_address=sampling.ray_address)
+                               workers=sampling.workers, ray_address=sampling.ray_address,
+                               ray_stall_s=sampling.ray_stall_s)
         except SourceError as exc:
             # The reader names the file and line; say which dataset it belongs to.
             raise type(exc)(f"dataset {dataset!r}: {exc}") from exc

@@ -55,6 +55,7 @@ class DivcoefResource(dg.ConfigurableResource):
     ray_cpus_per_worker: float = 1.0  # "ray": num_cpus of each actor (and its torch threads)
     ray_gpus_per_worker: float = -1.0  # "ray": num_gpus of each actor; -1: 1 when the probe's device is cuda, else 0
     ray_max_retries: int = 3  # "ray": lost actors (killed, node gone; their batches embedded again by others) before the step fails
+    ray_sampling_stall_s: float = 0.0  # "ray": seconds without a sampled shard before a Ray Data run is retried; 0: 300 + the largest shard at 4 MB/s
     # Plots, formatted tables, per-batch triage and baselines attached to the materializations
     # (and the `baselines` / `batch_outliers` rows). Off: the numbers only, to measure what
     # these cost (benchmarks/reports_overhead.py) or to save the time on a very large audit.
@@ -63,6 +64,8 @@ class DivcoefResource(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if self.embedding_backend not in BACKENDS:
             raise ValueError(f"DivcoefResource.embedding_backend is {self.embedding_backend!r}; expected one of {', '.join(BACKENDS)}")
+        if self.ray_sampling_stall_s < 0:
+            raise ValueError(f"DivcoefResource.ray_sampling_stall_s is {self.ray_sampling_stall_s}; expected 0 (automatic) or more seconds")
         if context.dagster_run is not None:  # a run, not a sensor or schedule evaluation
             threads.ensure_torch_threads()
 
@@ -109,7 +112,8 @@ class DivcoefResource(dg.ConfigurableResource):
         """How dataset_snapshot reads a source: on the Ray cluster (Ray Data) in the "ray" mode,
         else locally (a process pool for large sources)."""
         if self.embedding_backend == "ray":
-            return SamplingOptions(executor="ray", ray_address=self.resolved_ray_address() or None)
+            return SamplingOptions(executor="ray", ray_address=self.resolved_ray_address() or None,
+                                   ray_stall_s=self.ray_sampling_stall_s if self.ray_sampling_stall_s > 0 else None)
         return SamplingOptions()
 
     def registry(self) -> Registry:

@@ -6,7 +6,9 @@ and session when they end, passed or failed (`ray_head`)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -79,6 +81,74 @@ def test_sampling_on_ray_data_gives_the_local_pool(head, tmp_path):
     local = sample_pool(spec, tmp_path, seed=1, k=25, executor="serial")
     on_ray = sample_pool(spec, tmp_path, seed=1, k=25, executor="ray", ray_address=head.address)
     assert len(local.docs) == 25 and on_ray == local
+
+
+def test_a_stalled_ray_data_sampling_run_is_retried_for_its_unfinished_shards(head, tmp_path, monkeypatch, caplog):
+    from divcoef_assets.core import sampler
+    from divcoef_assets.core.sources import FilesSource
+
+    for i in range(3):
+        write_jsonl(tmp_path / f"part-{i}.jsonl", n=40, seed=i)
+    spec = FilesSource(path="part-*.jsonl")
+    local = sampler.sample_pool(spec, tmp_path, seed=1, k=25, executor="serial")
+    stall, release = tmp_path / "stall-once", tmp_path / "release"
+    stall.touch()
+
+    def first_shard_stalls(batch):  # runs in a Ray worker, where the module holds the real function
+        from divcoef_assets.core import sampler as in_worker
+
+        try:
+            stall.unlink()
+        except FileNotFoundError:
+            return in_worker._ray_sample_batch(batch)
+        give_up = time.monotonic() + 120
+        while not release.exists() and time.monotonic() < give_up:
+            time.sleep(0.05)
+        return in_worker._ray_sample_batch(batch)
+
+    monkeypatch.setattr(sampler, "_ray_sample_batch", first_shard_stalls)
+    try:
+        with caplog.at_level(logging.WARNING, logger=sampler.__name__):
+            on_ray = sampler.sample_pool(spec, tmp_path, seed=1, k=25, executor="ray", ray_address=head.address, ray_stall_s=30)
+    finally:
+        release.touch()  # the stalled worker returns to a run nobody reads, and frees its CPU
+    assert not stall.exists(), "no shard was stalled"
+    assert on_ray == local
+    stalled = re.search(r"no shard finished for 30 s \(([0-2]) of 3 done\); sampling the other ([1-3]) again", caplog.text)
+    assert stalled and int(stalled[1]) + int(stalled[2]) == 3, caplog.text
+    assert "was not found" not in caplog.text  # the stalled run was shut down
+
+
+def test_sampling_that_stalls_in_every_run_fails_clearly(head, tmp_path, monkeypatch):
+    from divcoef_assets.core import sampler
+    from divcoef_assets.core.sources import FilesSource
+
+    write_jsonl(tmp_path / "part.jsonl", n=10, seed=0)
+    release = tmp_path / "release"
+
+    def never_returns(batch):
+        give_up = time.monotonic() + 120
+        while not release.exists() and time.monotonic() < give_up:
+            time.sleep(0.05)
+        return {"index": batch["index"], "result": batch["task"]}
+
+    monkeypatch.setattr(sampler, "_ray_sample_batch", never_returns)
+    monkeypatch.setattr(sampler, "RAY_DATA_ATTEMPTS", 2)
+    try:
+        with pytest.raises(sampler.SamplingStalledError, match=r"no shard finished for 2 s, in each of 2 runs \(0 of 1 shards done\)"):
+            sampler.sample_pool(FilesSource(path="part.jsonl"), tmp_path, seed=1, k=5, executor="ray",
+                                ray_address=head.address, ray_stall_s=2)
+    finally:
+        release.touch()
+
+
+def test_the_stall_limit_grows_with_the_largest_shard():
+    from divcoef_assets.core.sampler import RAY_STALL_BASE_S, RAY_STALL_MIN_RATE, Shard, ray_stall_limit
+
+    shards = [Shard("lines", "a.jsonl", "a", 0, 10 * RAY_STALL_MIN_RATE, 0), Shard("lines", "a.jsonl", "a", 10 * RAY_STALL_MIN_RATE, 40 * RAY_STALL_MIN_RATE, 1)]
+    assert ray_stall_limit(shards) == RAY_STALL_BASE_S + 30
+    assert ray_stall_limit(shards, 7.5) == 7.5
+    assert ray_stall_limit([]) == RAY_STALL_BASE_S
 
 
 def test_partition_through_ray_equals_local_and_is_computed_in_ray_workers(head, registry, local_run, tmp_path):
@@ -200,3 +270,16 @@ def test_the_ray_address_comes_from_the_field_then_divcoef_ray_address_and_feeds
     assert DivcoefResource(ray_address="10.0.0.5:6379").resolved_ray_address() == "10.0.0.5:6379"
     assert build_parser().parse_args(["audit"]).ray == "ray://head.internal:10001"
     assert build_parser().parse_args(["audit", "--ray", "127.0.0.1:6379"]).ray == "127.0.0.1:6379"
+
+
+def test_the_ray_mode_samples_on_ray_with_the_resource_stall_limit():
+    from divcoef_assets.pipeline import SamplingOptions
+
+    assert DivcoefResource().sampling() == SamplingOptions()
+    ray_mode = DivcoefResource(embedding_backend="ray", ray_address="10.0.0.5:6379")
+    assert ray_mode.sampling() == SamplingOptions(executor="ray", ray_address="10.0.0.5:6379", ray_stall_s=None)
+    assert ray_mode.model_copy(update={"ray_sampling_stall_s": 45.0}).sampling().ray_stall_s == 45.0
+    with pytest.raises(dg.DagsterResourceFunctionError) as failed:
+        with dg.build_resources({"divcoef": DivcoefResource(ray_sampling_stall_s=-1.0)}):
+            pass
+    assert "ray_sampling_stall_s is -1.0; expected 0 (automatic) or more seconds" in str(failed.value.__cause__)

@@ -90,6 +90,11 @@ SHARD_BYTES = 256 * 2**20  # a plain line file is split into byte ranges of abou
 CHUNK_BYTES = 16 * 2**20  # bytes read and keyed at a time by the line scanner
 # `auto` uses a process pool only when there is this much to read and more than one shard.
 PROCESS_MIN_BYTES = 512 * 2**20
+# Sampling on Ray: a run with no shard finished for RAY_STALL_BASE_S plus the largest shard read at
+# RAY_STALL_MIN_RATE bytes a second is stalled; the unfinished shards get RAY_DATA_ATTEMPTS runs in all.
+RAY_STALL_BASE_S = 300.0
+RAY_STALL_MIN_RATE = 4 * 2**20
+RAY_DATA_ATTEMPTS = 2
 _KEY_TAG = "divcoef-pool-v1"
 _MAX_KEY = (1 << 64) - 1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -492,7 +497,7 @@ def merge(results: Sequence[ShardResult], *, seed: int, k: int, exact: bool) -> 
 
 
 def _run_shards(shards: list[Shard], spec: FilesSource, seed: int, k: int, executor: Executor,
-                workers: int | None, ray_address: str | None) -> list[ShardResult]:
+                workers: int | None, ray_address: str | None, stall_s: float | None = None) -> list[ShardResult]:
     total = sum(os.path.getsize(s.path) if s.end < 0 else s.end - s.start for s in shards)
     if executor == "auto":
         executor = "process" if len(shards) > 1 and total >= PROCESS_MIN_BYTES else "serial"
@@ -506,7 +511,7 @@ def _run_shards(shards: list[Shard], spec: FilesSource, seed: int, k: int, execu
         with concurrent.futures.ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
             return list(pool.map(_shard_task, tasks))
     if executor == "ray":
-        return _run_on_ray(tasks, ray_address)
+        return _run_on_ray(tasks, ray_address, ray_stall_limit(shards, stall_s))
     raise SourceSpecError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
 
 
@@ -516,10 +521,32 @@ def _ray_sample_batch(batch: dict[str, Any]) -> dict[str, Any]:
     for task in batch["task"]:
         shard, spec, seed, k = json.loads(str(task))
         out.append(json.dumps(dataclasses.asdict(_shard_task((shard, spec, seed, k)))))
-    return {"result": np.array(out, dtype=object)}
+    return {"index": batch["index"], "result": np.array(out, dtype=object)}
 
 
-def _run_on_ray(tasks: list[tuple[dict[str, Any], dict[str, Any], int, int]], ray_address: str | None) -> list[ShardResult]:
+class SamplingStalledError(RuntimeError):
+    """Sampling on Ray made no progress for longer than its stall limit, on every attempt."""
+
+
+def ray_stall_limit(shards: Sequence[Shard], stall_s: float | None = None) -> float:
+    """Seconds without a finished shard after which a Ray Data run counts as stalled: `stall_s`
+    when given (> 0), else `RAY_STALL_BASE_S` plus the largest shard read at `RAY_STALL_MIN_RATE`."""
+    if stall_s is not None and stall_s > 0:
+        return float(stall_s)
+    largest = max((os.path.getsize(s.path) if s.end < 0 else s.end - s.start for s in shards), default=0)
+    return RAY_STALL_BASE_S + largest / RAY_STALL_MIN_RATE
+
+
+def _run_on_ray(tasks: list[tuple[dict[str, Any], dict[str, Any], int, int]], ray_address: str | None,
+                stall_s: float) -> list[ShardResult]:
+    """The shards' results from Ray Data, each shard an item of `ray.data.from_items` sampled by
+    `map_batches`.
+
+    Ray Data's streaming executor can wait forever on a task whose worker is gone (the driver in
+    `ray.wait`, no task left running). Rows are taken on a thread while this one watches: when no
+    shard finishes for `stall_s` seconds, the run is shut down (its tasks cancelled) and the shards
+    not yet returned are sampled by a new run, up to `RAY_DATA_ATTEMPTS` runs, then
+    `SamplingStalledError`. A shard's result does not depend on which run or worker sampled it."""
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -527,20 +554,82 @@ def _run_on_ray(tasks: list[tuple[dict[str, Any], dict[str, Any], int, int]], ra
     connected_here = not ray.is_initialized()
     if connected_here:
         ray.init(address=ray_address or "auto", log_to_driver=False)
+    results: dict[int, ShardResult] = {}
     try:
-        items = [{"task": json.dumps(list(task))} for task in tasks]
-        dataset = ray.data.from_items(items, override_num_blocks=len(items))
-        rows = dataset.map_batches(_ray_sample_batch, batch_size=1, batch_format="numpy").take_all()
+        for attempt in range(1, RAY_DATA_ATTEMPTS + 1):
+            pending = [i for i in range(len(tasks)) if i not in results]
+            items = [{"index": i, "task": json.dumps(list(tasks[i]))} for i in pending]
+            dataset = ray.data.from_items(items, override_num_blocks=len(items))
+            rows = dataset.map_batches(_ray_sample_batch, batch_size=1, batch_format="numpy")
+            name = f"divcoef-sampling-{os.getpid()}-{id(rows):x}-{attempt}"
+            rows.set_name(name)
+            if _take_watched(rows, name, results, stall_s):
+                break
+            done = len(results)
+            if attempt < RAY_DATA_ATTEMPTS:
+                logger.warning("sampling on Ray Data: no shard finished for %.0f s (%d of %d done); "
+                               "sampling the other %d again in a new run", stall_s, done, len(tasks), len(tasks) - done)
+        else:
+            raise SamplingStalledError(
+                f"sampling on Ray Data stalled: no shard finished for {stall_s:.0f} s, in each of {RAY_DATA_ATTEMPTS} "
+                f"runs ({len(results)} of {len(tasks)} shards done); check the cluster (`ray status`: free CPUs, "
+                "lost nodes) and that every node sees the source's files, or raise ray_sampling_stall_s; nothing was written"
+            )
     finally:
         if connected_here:
             ray.shutdown()
-    results = []
-    for row in rows:
-        fields = json.loads(str(row["result"]))
-        fields["docs"] = tuple(PoolDoc(**d) for d in fields["docs"])
-        results.append(ShardResult(**fields))
     logger.info("sampled %d shards on Ray Data", len(results))
-    return results
+    return [results[i] for i in range(len(tasks))]
+
+
+def _take_watched(rows: Any, name: str, results: dict[int, ShardResult], stall_s: float) -> bool:
+    """Add the rows of the Ray dataset `rows` (named `name`) to `results` (by shard index); False
+    when no row came for `stall_s` seconds, once its run is shut down."""
+    import queue
+    import threading
+
+    arrived: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def consume() -> None:
+        try:
+            for row in rows.iter_rows():
+                arrived.put(("row", row))
+            arrived.put(("end", None))
+        except BaseException as exc:  # handed to the watching thread
+            arrived.put(("error", exc))
+
+    reader = threading.Thread(target=consume, name=f"{name}-reader", daemon=True)
+    reader.start()
+    while True:
+        try:
+            kind, value = arrived.get(timeout=stall_s)
+        except queue.Empty:
+            _stop_ray_data_run(name)
+            reader.join(timeout=30)
+            return False
+        if kind == "end":
+            return True
+        if kind == "error":
+            raise value
+        fields = json.loads(str(value["result"]))
+        fields["docs"] = tuple(PoolDoc(**d) for d in fields["docs"])
+        results[int(value["index"])] = ShardResult(**fields)
+
+
+def _stop_ray_data_run(name: str) -> None:
+    """Shut down the streaming executor of the Ray dataset named `name`, cancelling its tasks.
+
+    Ray Data keeps the executor of a run that has not yielded yet out of reach, but it runs on a
+    thread of its own, tagged with the dataset's name: a stalled run left running would go on
+    calling Ray after the step disconnects (and Ray would then start a local cluster for it)."""
+    import threading
+
+    executors = [t for t in threading.enumerate()
+                 if str(getattr(t, "_dataset_id", "")).startswith(f"{name}_") and callable(getattr(t, "shutdown", None))]
+    if not executors:
+        logger.warning("sampling on Ray Data: the stalled run %s was not found to be shut down", name)
+    for executor in executors:
+        executor.shutdown(force=True)
 
 
 # ----------------------------------------------------------------------------- random access
@@ -917,11 +1006,12 @@ def duckdb_pool(spec: DuckDBSource, base: Path, seed: int, k: int) -> Pool:
 
 def sample_pool(
     spec: SourceSpec, base_dir: str | Path, *, seed: int, k: int, executor: Executor = "auto",
-    workers: int | None = None, ray_address: str | None = None,
+    workers: int | None = None, ray_address: str | None = None, ray_stall_s: float | None = None,
 ) -> Pool:
     """The pool of k usable documents of a text source under `seed` (fewer when the source has fewer).
 
-    Relative paths resolve against `base_dir` (the registry's folder), as the readers do.
+    Relative paths resolve against `base_dir` (the registry's folder), as the readers do. On Ray,
+    `ray_stall_s` is how long a run may go without a finished shard (None: `ray_stall_limit`'s).
     """
     if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
         raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -941,7 +1031,7 @@ def sample_pool(
             return parquet_pool(spec, base, seed, k)
         shards = plan_shards(spec, base)
         logger.info("sampling %d document(s) from %d shard(s) of %s", k, len(shards), spec.path)
-        results = _run_shards(shards, spec, seed, k, executor, workers, ray_address)
+        results = _run_shards(shards, spec, seed, k, executor, workers, ray_address, ray_stall_s)
         return merge(results, seed=seed, k=k, exact=all(r.n_read == r.n_records for r in results))
     if isinstance(spec, HuggingFaceSource):
         local = _resolve(spec.path, base)
