@@ -51,7 +51,10 @@ def registry(tmp_path_factory, tiny_gpt2_dir):
 
 
 def materialize(folder, registry, **backend):
-    """The audit job of the partition with a fresh instance and its own data folder (own cache)."""
+    """The audit job of the partition with a fresh instance and its own data folder (own cache);
+    in the Ray mode a stalled sampling run is started again after 60 s, not the default 300 s."""
+    if backend.get("embedding_backend") == "ray":
+        backend.setdefault("ray_sampling_stall_s", 60.0)
     defs = build_definitions(registry_path=str(registry), data_dir=str(folder / "data"), db_path=str(folder / "r.duckdb"), **backend)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("dataset", [DATASET])
