@@ -56,7 +56,7 @@ from divcoef_assets.core.config import ProbeConfig
 from divcoef_assets.core.distance import pdist
 from divcoef_assets.core.fingerprint import array_digest, digest, texts_digest
 from divcoef_assets.core.probe import Probe, load_probe_for, probe_identity, weights_fingerprint
-from divcoef_assets.core.sampler import sample_pool
+from divcoef_assets.core.sampler import Progress, sample_pool
 from divcoef_assets.core.sampling import (
     NotEnoughTextsError,
     batch_indices,
@@ -173,6 +173,7 @@ class SamplingOptions:
     workers: int | None = None
     ray_address: str | None = None
     ray_stall_s: float | None = None
+    progress: Progress | None = None  # called as each shard of a one-pass source is sampled
 
 
 def pool_needs(registry: Registry, dataset: str, config: ProbeConfig) -> dict[str, int]:
@@ -292,7 +293,7 @@ def source_pool(registry: Registry, dataset: str, layout: Layout, seed: int, nee
         try:
             pool = sample_pool(spec.source, registry.base_dir, seed=seed, k=k, executor=sampling.executor,
                                workers=sampling.workers, ray_address=sampling.ray_address,
-                               ray_stall_s=sampling.ray_stall_s)
+                               ray_stall_s=sampling.ray_stall_s, progress=sampling.progress)
         except SourceError as exc:
             # The reader names the file and line; say which dataset it belongs to.
             raise type(exc)(f"dataset {dataset!r}: {exc}") from exc

@@ -89,7 +89,15 @@ def test_chain_writes_one_record_and_rematerializing_recomputes_nothing(env):
     checks_run = first.get_asset_check_evaluations()
     assert checks_run and all(c.passed for c in checks_run if c.severity == dg.AssetCheckSeverity.ERROR)
 
+    def sampling_logs(result):
+        return [e.user_message for e in instance.all_logs(result.run_id) if e.user_message.startswith("sampling:")]
+
+    [line] = sampling_logs(first)  # one shard: reported once, when done
+    kb = round((tmp_path / "a.jsonl").stat().st_size / 1024)
+    assert line.startswith(f"sampling: 1/1 shards, {kb} KB of {kb} KB read in ") and "left" not in line
+
     again = _materialize(tmp_path, registry, instance, "corpus-a")
+    assert sampling_logs(again) == []  # the kept pool: nothing read
     assert _record(again, "task2vec_embeddings").n_computed == 0
     assert store.query("SELECT count(*) FROM coefficients")[0][0] == 1
     assert _record(again, "diversity_coefficient").value == _record(first, "diversity_coefficient").value
@@ -232,3 +240,20 @@ def test_the_definitions_load_as_the_ui_loads_them():
     graph = repo.asset_graph
     automated = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).automation_condition is not None}
     assert automated == {"cross_diversity", "leaderboard"}
+
+
+def test_sampling_progress_is_logged_every_ten_seconds_and_when_done():
+    from types import SimpleNamespace
+
+    from divcoef_assets.assets.common import sampling_progress_logger
+    from divcoef_assets.core.sampler import SamplingProgress
+
+    logged: list[str] = []
+    report = sampling_progress_logger(SimpleNamespace(log=SimpleNamespace(info=logged.append)))
+    gb = 2**30
+    for done, seconds in ((1, 4.0), (2, 9.0), (3, 15.0), (4, 20.0), (5, 24.0), (6, 26.0)):
+        report(SamplingProgress(done, 6, done * 50 * gb, 300 * gb, seconds))
+    # At most one line every 10 s: 4 s, then 15 s (9 s skipped), then the last shard's line.
+    assert [line.split(",")[0] for line in logged] == ["sampling: 1/6 shards", "sampling: 3/6 shards", "sampling: 6/6 shards"]
+    assert logged[0] == "sampling: 1/6 shards, 50.0 GB of 300.0 GB read in 4 s (12.5 GB/s), about 20 s left"
+    assert logged[1].endswith("(10.0 GB/s), about 15 s left") and logged[2].endswith("read in 26 s (11.5 GB/s)")

@@ -82,8 +82,11 @@ def test_sampling_on_ray_data_gives_the_local_pool(head, tmp_path):
         write_jsonl(tmp_path / f"part-{i}.jsonl", n=40, seed=i)
     spec = FilesSource(path="part-*.jsonl")
     local = sample_pool(spec, tmp_path, seed=1, k=25, executor="serial")
-    on_ray = sample_pool(spec, tmp_path, seed=1, k=25, executor="ray", ray_address=head.address)
+    reports = []
+    on_ray = sample_pool(spec, tmp_path, seed=1, k=25, executor="ray", ray_address=head.address, progress=reports.append)
     assert len(local.docs) == 25 and on_ray == local
+    assert [r.shards_done for r in reports] == [1, 2, 3]  # as each shard's row arrives
+    assert reports[-1].bytes_done == reports[-1].bytes == sum(p.stat().st_size for p in tmp_path.glob("part-*.jsonl"))
 
 
 def test_a_stalled_ray_data_sampling_run_is_retried_for_its_unfinished_shards(head, tmp_path, monkeypatch, caplog):

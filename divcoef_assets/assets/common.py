@@ -4,6 +4,7 @@ import dagster as dg
 
 from divcoef_assets.core.config import ENGINE_VERSION
 from divcoef_assets.core.markdown import Table
+from divcoef_assets.core.sampler import SamplingProgress
 from divcoef_assets.partitions import dataset_probe_partitions, partition_keys
 
 GROUP = "diversity_audit"
@@ -23,6 +24,36 @@ GPU_POOL = "gpu"
 def keys(context: dg.AssetExecutionContext) -> tuple[str, str]:
     """(dataset, probe) of the partition being materialized, validated."""
     return partition_keys(context.partition_key)
+
+
+def sampling_progress_logger(context: dg.AssetExecutionContext, every_s: float = 10.0):
+    """A `SamplingProgress` callback that logs to the step at most every `every_s` seconds, and once done."""
+    last = [float("-inf")]
+
+    def report(progress: SamplingProgress) -> None:
+        if progress.shards_done < progress.shards and progress.seconds - last[0] < every_s:
+            return
+        last[0] = progress.seconds
+        left = progress.seconds_left
+        context.log.info(
+            f"sampling: {progress.shards_done}/{progress.shards} shards, {_size(progress.bytes_done)} of "
+            f"{_size(progress.bytes)} read in {progress.seconds:.0f} s ({_size(progress.bytes_per_second)}/s)"
+            + (f", about {_duration(left)} left" if left and progress.shards_done < progress.shards else "")
+        )
+
+    return report
+
+
+def _size(n: float) -> str:
+    if n >= 2**30:
+        return f"{n / 2**30:.1f} GB"
+    if n >= 10 * 2**20:
+        return f"{n / 2**20:.0f} MB"
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.0f} KB"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def progress_logger(context: dg.AssetExecutionContext):

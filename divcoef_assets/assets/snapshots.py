@@ -1,11 +1,12 @@
 """dataset_snapshot: a sample pool of the dataset's documents, sized for the probe, in a fingerprinted Parquet file."""
 
 import contextlib
+import dataclasses
 
 import dagster as dg
 
 from divcoef_assets import pipeline
-from divcoef_assets.assets.common import CHAIN_VERSION, GROUP, PARTITIONS, keys
+from divcoef_assets.assets.common import CHAIN_VERSION, GROUP, PARTITIONS, keys, sampling_progress_logger
 from divcoef_assets.records import SnapshotRecord
 from divcoef_assets.resources import DivcoefResource
 
@@ -19,7 +20,7 @@ from divcoef_assets.resources import DivcoefResource
 )
 def dataset_snapshot(context: dg.AssetExecutionContext, divcoef: DivcoefResource) -> dg.Output[SnapshotRecord]:
     dataset, probe = keys(context)
-    sampling = divcoef.sampling()
+    sampling = dataclasses.replace(divcoef.sampling(), progress=sampling_progress_logger(context))
     with divcoef.ray_cluster() if sampling.executor == "ray" else contextlib.nullcontext():
         record = pipeline.snapshot(divcoef.registry(), dataset, divcoef.layout(), probe, sampling=sampling)
     context.log.info(f"snapshot of {dataset}: {record.n_documents} documents, fingerprint {record.fingerprint}")

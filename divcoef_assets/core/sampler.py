@@ -48,6 +48,7 @@ import logging
 import mmap
 import multiprocessing
 import os
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -156,6 +157,31 @@ class ShardResult:
     file: str = ""
     range_index: int = 0  # for byte-range shards: its place in the file
     n_lines: int = 0  # lines seen (blank included), to turn local line numbers into file line numbers
+
+
+@dataclass(frozen=True)
+class SamplingProgress:
+    """How far a pass over a source's shards has come: handed to `sample_pool`'s `progress`
+    each time a shard is sampled (line formats, CSV and text files; random access is not reported)."""
+
+    shards_done: int
+    shards: int
+    bytes_done: int  # of the shards sampled, as stored (a .gz file's compressed size)
+    bytes: int
+    seconds: float  # since the pass began
+
+    @property
+    def bytes_per_second(self) -> float:
+        return self.bytes_done / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def seconds_left(self) -> float | None:
+        """At the rate so far; None before any byte is done."""
+        rate = self.bytes_per_second
+        return (self.bytes - self.bytes_done) / rate if rate > 0 else None
+
+
+Progress = Callable[[SamplingProgress], None]
 
 
 @dataclass(frozen=True)
@@ -496,22 +522,52 @@ def merge(results: Sequence[ShardResult], *, seed: int, k: int, exact: bool) -> 
     )
 
 
+def _shard_bytes(shard: Shard) -> int:
+    return os.path.getsize(shard.path) if shard.end < 0 else shard.end - shard.start
+
+
 def _run_shards(shards: list[Shard], spec: FilesSource, seed: int, k: int, executor: Executor,
-                workers: int | None, ray_address: str | None, stall_s: float | None = None) -> list[ShardResult]:
-    total = sum(os.path.getsize(s.path) if s.end < 0 else s.end - s.start for s in shards)
+                workers: int | None, ray_address: str | None, stall_s: float | None = None,
+                progress: Progress | None = None) -> list[ShardResult]:
+    """Each shard's result, in the order of `shards`; `progress` is called as each one is done."""
+    sizes = [_shard_bytes(s) for s in shards]
+    total = sum(sizes)
     if executor == "auto":
         executor = "process" if len(shards) > 1 and total >= PROCESS_MIN_BYTES else "serial"
+    started = time.monotonic()
+    done = {"shards": 0, "bytes": 0}
+
+    def finished(i: int) -> None:
+        done["shards"] += 1
+        done["bytes"] += sizes[i]
+        if progress is not None:
+            progress(SamplingProgress(done["shards"], len(shards), done["bytes"], total, time.monotonic() - started))
+
     tasks = [(dataclasses.asdict(s), source_to_dict(spec), seed, k) for s in shards]
     if executor == "serial" or len(shards) == 0:
-        return [sample_shard(s, spec, seed, k) for s in shards]
+        results = []
+        for i, shard in enumerate(shards):
+            results.append(sample_shard(shard, spec, seed, k))
+            finished(i)
+        return results
     if executor == "process":
         n = min(len(shards), workers or os.cpu_count() or 1)
         logger.info("sampling %d shards (%.0f MB) in %d processes", len(shards), total / 2**20, n)
         context = multiprocessing.get_context("spawn")
+        found: dict[int, ShardResult] = {}
         with concurrent.futures.ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
-            return list(pool.map(_shard_task, tasks))
+            futures = {pool.submit(_shard_task, task): i for i, task in enumerate(tasks)}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    found[futures[future]] = future.result()
+                    finished(futures[future])
+            except BaseException:
+                for future in futures:  # a failed shard fails the pool: the shards not started are not read
+                    future.cancel()
+                raise
+        return [found[i] for i in range(len(tasks))]
     if executor == "ray":
-        return _run_on_ray(tasks, ray_address, ray_stall_limit(shards, stall_s))
+        return _run_on_ray(tasks, ray_address, ray_stall_limit(shards, stall_s), finished)
     raise SourceSpecError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
 
 
@@ -533,12 +589,12 @@ def ray_stall_limit(shards: Sequence[Shard], stall_s: float | None = None) -> fl
     when given (> 0), else `RAY_STALL_BASE_S` plus the largest shard read at `RAY_STALL_MIN_RATE`."""
     if stall_s is not None and stall_s > 0:
         return float(stall_s)
-    largest = max((os.path.getsize(s.path) if s.end < 0 else s.end - s.start for s in shards), default=0)
+    largest = max((_shard_bytes(s) for s in shards), default=0)
     return RAY_STALL_BASE_S + largest / RAY_STALL_MIN_RATE
 
 
 def _run_on_ray(tasks: list[tuple[dict[str, Any], dict[str, Any], int, int]], ray_address: str | None,
-                stall_s: float) -> list[ShardResult]:
+                stall_s: float, finished: Callable[[int], None] = lambda i: None) -> list[ShardResult]:
     """The shards' results from Ray Data, each shard an item of `ray.data.from_items` sampled by
     `map_batches`.
 
@@ -563,7 +619,7 @@ def _run_on_ray(tasks: list[tuple[dict[str, Any], dict[str, Any], int, int]], ra
             rows = dataset.map_batches(_ray_sample_batch, batch_size=1, batch_format="numpy")
             name = f"divcoef-sampling-{os.getpid()}-{id(rows):x}-{attempt}"
             rows.set_name(name)
-            if _take_watched(rows, name, results, stall_s):
+            if _take_watched(rows, name, results, stall_s, finished):
                 break
             done = len(results)
             if attempt < RAY_DATA_ATTEMPTS:
@@ -582,9 +638,10 @@ def _run_on_ray(tasks: list[tuple[dict[str, Any], dict[str, Any], int, int]], ra
     return [results[i] for i in range(len(tasks))]
 
 
-def _take_watched(rows: Any, name: str, results: dict[int, ShardResult], stall_s: float) -> bool:
-    """Add the rows of the Ray dataset `rows` (named `name`) to `results` (by shard index); False
-    when no row came for `stall_s` seconds, once its run is shut down."""
+def _take_watched(rows: Any, name: str, results: dict[int, ShardResult], stall_s: float,
+                  finished: Callable[[int], None]) -> bool:
+    """Add the rows of the Ray dataset `rows` (named `name`) to `results` (by shard index, calling
+    `finished` with it); False when no row came for `stall_s` seconds, once its run is shut down."""
     import queue
     import threading
 
@@ -613,7 +670,10 @@ def _take_watched(rows: Any, name: str, results: dict[int, ShardResult], stall_s
             raise value
         fields = json.loads(str(value["result"]))
         fields["docs"] = tuple(PoolDoc(**d) for d in fields["docs"])
-        results[int(value["index"])] = ShardResult(**fields)
+        index = int(value["index"])
+        if index not in results:
+            results[index] = ShardResult(**fields)
+            finished(index)
 
 
 def _stop_ray_data_run(name: str) -> None:
@@ -1007,11 +1067,13 @@ def duckdb_pool(spec: DuckDBSource, base: Path, seed: int, k: int) -> Pool:
 def sample_pool(
     spec: SourceSpec, base_dir: str | Path, *, seed: int, k: int, executor: Executor = "auto",
     workers: int | None = None, ray_address: str | None = None, ray_stall_s: float | None = None,
+    progress: Progress | None = None,
 ) -> Pool:
     """The pool of k usable documents of a text source under `seed` (fewer when the source has fewer).
 
     Relative paths resolve against `base_dir` (the registry's folder), as the readers do. On Ray,
     `ray_stall_s` is how long a run may go without a finished shard (None: `ray_stall_limit`'s).
+    `progress` is called each time a shard of a file source read in one pass is sampled.
     """
     if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
         raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -1031,7 +1093,7 @@ def sample_pool(
             return parquet_pool(spec, base, seed, k)
         shards = plan_shards(spec, base)
         logger.info("sampling %d document(s) from %d shard(s) of %s", k, len(shards), spec.path)
-        results = _run_shards(shards, spec, seed, k, executor, workers, ray_address, ray_stall_s)
+        results = _run_shards(shards, spec, seed, k, executor, workers, ray_address, ray_stall_s, progress)
         return merge(results, seed=seed, k=k, exact=all(r.n_read == r.n_records for r in results))
     if isinstance(spec, HuggingFaceSource):
         local = _resolve(spec.path, base)

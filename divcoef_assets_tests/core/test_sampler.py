@@ -79,13 +79,33 @@ def test_pieces_of_any_size_give_the_same_pool_plain_and_gzip(tmp_path: Path, mo
         monkeypatch.undo()
 
 
-def test_a_process_pool_gives_the_serial_pool(tmp_path: Path) -> None:
+def test_a_process_pool_gives_the_serial_pool_and_both_report_each_shard(tmp_path: Path) -> None:
     for i in range(3):
-        write_jsonl(tmp_path / f"s{i}.jsonl.gz", docs(400, f"s{i}"), gz=True)
+        write_jsonl(tmp_path / f"s{i}.jsonl.gz", docs(400 + 100 * i, f"s{i}"), gz=True)
     spec = FilesSource(path="s*.jsonl.gz")
-    serial = sample_pool(spec, tmp_path, seed=0, k=64, executor="serial")
-    parallel = sample_pool(spec, tmp_path, seed=0, k=64, executor="process", workers=2)
+    total = sum(p.stat().st_size for p in tmp_path.glob("s*.jsonl.gz"))
+    reports: dict[str, list[sampler.SamplingProgress]] = {"serial": [], "process": []}
+    serial = sample_pool(spec, tmp_path, seed=0, k=64, executor="serial", progress=reports["serial"].append)
+    parallel = sample_pool(spec, tmp_path, seed=0, k=64, executor="process", workers=2, progress=reports["process"].append)
     assert parallel == serial
+    for seen in reports.values():
+        assert [r.shards_done for r in seen] == [1, 2, 3] and {r.shards for r in seen} == {3}
+        assert {r.bytes for r in seen} == {total} and seen[-1].bytes_done == total
+        assert all(a.bytes_done < b.bytes_done and a.seconds <= b.seconds for a, b in zip(seen, seen[1:]))
+        assert seen[-1].seconds_left == 0 and seen[-1].bytes_per_second > 0
+
+
+def test_a_failed_shard_in_the_process_pool_fails_the_pool_with_its_file(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "a.jsonl.gz", docs(300, "a"), gz=True)
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(b'{"text": "fine"}\n', mtime=0)[:-9])  # cut inside the stream
+    with pytest.raises(SourceDataError, match=r"b\.jsonl\.gz: cannot decompress.*truncated"):
+        sample_pool(FilesSource(path="*.jsonl.gz"), tmp_path, seed=0, k=10, executor="process", workers=2)
+
+
+def test_progress_says_how_much_is_left_at_the_rate_so_far() -> None:
+    halfway = sampler.SamplingProgress(shards_done=1, shards=4, bytes_done=2**20, bytes=4 * 2**20, seconds=2.0)
+    assert halfway.bytes_per_second == 2**19 and halfway.seconds_left == 6.0
+    assert sampler.SamplingProgress(0, 4, 0, 4 * 2**20, 0.0).seconds_left is None
 
 
 def test_a_grown_pool_begins_with_the_old_pool(tmp_path: Path) -> None:
