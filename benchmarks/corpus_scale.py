@@ -260,15 +260,20 @@ def evict(corpus: Path) -> None:
 WARM_UP = "import pandas, pyarrow.parquet, duckdb, datasets, divcoef_assets.pipeline"
 
 
-def measure(mode: str, registry: Path, artifacts: Path, corpus: Path) -> dict:
+def cold_run(corpus: Path, args: list[str], what: str) -> dict:
+    """Run `python *args` in a fresh process with `corpus` dropped from the file cache (the
+    libraries cached); the JSON object its last line prints."""
     os.sync()  # the last run's writes (the full copy's 1.4 GB at 4 GB) reach the disk before this run reads it
     subprocess.run([sys.executable, "-c", WARM_UP], check=True, capture_output=True)  # the code cached, as on a machine that audits
     evict(corpus)
-    out = subprocess.run([sys.executable, __file__, "--child", mode, str(registry), str(artifacts)],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False)
     if out.returncode != 0:
-        raise RuntimeError(f"{mode} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(mode: str, registry: Path, artifacts: Path, corpus: Path) -> dict:
+    return cold_run(corpus, [__file__, "--child", mode, str(registry), str(artifacts)], mode)
 
 
 # ----------------------------------------------------------------------------- table

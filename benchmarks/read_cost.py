@@ -32,7 +32,6 @@ import logging
 import os
 import random
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -69,17 +68,16 @@ def _cpu() -> float:
 def _drawn(counts: list[int], file_id: str) -> list[int]:
     from divcoef_assets.core import sampler
 
-    want = POOL + max(4, POOL // 64)
+    want = sampler.first_draw(POOL, sum(counts))
     return [row for _, _, row in sampler._select_rows(counts, [sampler.shard_salt(SEED, file_id)], want)]
 
 
 def _timed(read, tally: dict[str, int]) -> dict:
     tally.update(headers=0, pages=0)
     disk, cpu, start = _read_bytes(), _cpu(), time.perf_counter()
-    n = read()
-    out = {"seconds": time.perf_counter() - start, "cpu": _cpu() - cpu, "disk_mb": (_read_bytes() - disk) / 2**20, **tally}
-    assert n == POOL + max(4, POOL // 64), n
-    return out
+    rows = read()
+    return {"rows": rows, "seconds": time.perf_counter() - start, "cpu": _cpu() - cpu,
+            "disk_mb": (_read_bytes() - disk) / 2**20, **tally}
 
 
 def child(fmt: str, path: str) -> None:
@@ -136,17 +134,12 @@ def child(fmt: str, path: str) -> None:
 
         def read() -> int:
             return len(parquet_pages.read_rows(path, "text", rows))
-    print(json.dumps({"rows": POOL + max(4, POOL // 64), "cold": _timed(read, tally), "warm": _timed(read, tally)}))
+    cold, warm = _timed(read, tally), _timed(read, tally)
+    print(json.dumps({"rows": cold["rows"], "cold": cold, "warm": warm}))
 
 
 def measure(fmt: str, path: Path) -> dict:
-    os.sync()
-    subprocess.run([sys.executable, "-c", corpus_scale.WARM_UP], check=True, capture_output=True)
-    corpus_scale.evict(path)
-    out = subprocess.run([sys.executable, __file__, "--child", fmt, str(path)], capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"read_rows failed on {path}:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return corpus_scale.cold_run(path, [__file__, "--child", fmt, str(path)], f"reading {path}")
 
 
 def disk_rate(path: Path, threads: int, n: int = 2000) -> float:

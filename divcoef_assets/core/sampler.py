@@ -594,7 +594,7 @@ def ray_stall_limit(shards: Sequence[Shard], stall_s: float | None = None) -> fl
 
 
 def _run_on_ray(tasks: list[tuple[dict[str, Any], dict[str, Any], int, int]], ray_address: str | None,
-                stall_s: float, finished: Callable[[int], None] = lambda i: None) -> list[ShardResult]:
+                stall_s: float, finished: Callable[[int], None]) -> list[ShardResult]:
     """The shards' results from Ray Data, each shard an item of `ray.data.from_items` sampled by
     `map_batches`.
 
@@ -750,6 +750,12 @@ def _select_rows(row_counts: Sequence[int], salts: Sequence[int], want: int) -> 
     return [(int(best_keys[i]), int(best_file[i]), int(best_row[i])) for i in order]
 
 
+def first_draw(k: int, total: int) -> int:
+    """Rows a random-access pool of `k` draws at first, of `total`: each costs a read, so few more
+    than `k` (a shortfall of usable rows draws again)."""
+    return min(total, k + max(4, k // 64))
+
+
 def _random_access_pool(
     row_counts: Sequence[int], file_ids: Sequence[str], fetch: Callable[[int, list[int]], list[str]], seed: int, k: int,
 ) -> Pool:
@@ -759,7 +765,7 @@ def _random_access_pool(
     # Each drawn row costs a read, so few more are drawn than needed; a shortfall (empty documents)
     # draws again, as many more as the empty share seen so far suggests. The pool is the first k
     # usable rows in key order whatever the rounds.
-    want = min(total, k + max(4, k // 64))
+    want = first_draw(k, total)
     best: list[PoolDoc] = []
     n_read = n_empty = 0
     done = 0  # candidates already read, in key order
